@@ -1,0 +1,94 @@
+# The purchase API: a FastCGI responder (C) behind nginx, with Redis and PostgreSQL.
+#
+#   make          build the responder (build/stock-fcgi)
+#   make run      install missing packages (as root), build, and serve
+#                 http://127.0.0.1:3000 from a private stack under .run/ (Ctrl-C stops it)
+#   make test     build and run every test against real services started on free ports
+#
+# See README.md for the rest (up, down, psql, reset, format).
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WARN     = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wpointer-arith -Wformat=2
+PKGS     = hiredis libpq json-c
+# Recursive (=) on purpose: pkg-config runs when a recipe needs it, which is
+# after `make run` has installed the packages that provide the .pc files.
+DEPFLAGS = -D_POSIX_C_SOURCE=200809L -Iinclude $(shell pkg-config --cflags $(PKGS))
+LIBS     = $(shell pkg-config --libs $(PKGS)) -lfcgi
+SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+
+SRC      = $(wildcard app/*.c)
+LIB_SRC  = $(filter-out app/main.c,$(SRC))
+UNIT_SRC = $(wildcard tests/unit/*.c)
+
+BIN      = build/stock-fcgi
+ASAN_BIN = build/asan/stock-fcgi
+UNIT_BIN = build/asan/unit-tests
+
+OBJ      = $(SRC:%.c=build/obj/%.o)
+ASAN_OBJ = $(SRC:%.c=build/asan/obj/%.o) $(UNIT_SRC:%.c=build/asan/obj/%.o)
+
+STACK    = tests/stack/stack.sh
+
+.PHONY: all asan deps run up down psql reset test test-unit format format-check clean
+
+all: $(BIN)
+
+asan: $(ASAN_BIN) $(UNIT_BIN)
+
+$(BIN): $(OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+build/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(CFLAGS) $(DEPFLAGS) -MMD -MP -c -o $@ $<
+
+$(ASAN_BIN): $(filter build/asan/obj/app/%,$(ASAN_OBJ))
+	$(CC) $(CFLAGS) $(SANITIZE) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(UNIT_BIN): $(LIB_SRC:%.c=build/asan/obj/%.o) $(UNIT_SRC:%.c=build/asan/obj/%.o)
+	$(CC) $(CFLAGS) $(SANITIZE) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+build/asan/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(CFLAGS) $(SANITIZE) $(DEPFLAGS) -MMD -MP -c -o $@ $<
+
+# Installs what is missing when run as root; otherwise prints the apt-get line.
+deps:
+	@tests/stack/deps.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@$(STACK) run
+
+up: deps
+	@$(MAKE) --no-print-directory all
+	@$(STACK) up
+
+down:
+	@$(STACK) down
+
+psql:
+	@$(STACK) psql
+
+reset: deps
+	@$(STACK) reset
+
+test: deps
+	@$(MAKE) --no-print-directory all asan
+	@tests/run.sh
+
+test-unit: asan
+	@$(UNIT_BIN)
+
+format:
+	clang-format -i app/*.c include/*.h tests/unit/*.c tests/unit/*.h
+
+format-check:
+	clang-format --dry-run --Werror app/*.c include/*.h tests/unit/*.c tests/unit/*.h
+
+clean:
+	rm -rf build
+
+-include $(OBJ:.o=.d) $(ASAN_OBJ:.o=.d)

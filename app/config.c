@@ -1,0 +1,242 @@
+/* config.c -- see config.h. */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "config.h"
+
+#define DEFAULT_DATABASE_URL "postgresql://127.0.0.1:5433/redisdistributedlock"
+#define DEFAULT_REDIS_URL    "redis://127.0.0.1:6380"
+
+struct int_setting {
+    const char *name;
+    int def, min, max;
+    size_t offset; /* of the int in struct config */
+};
+
+static const struct int_setting int_settings[] = {
+    {"LOCK_TTL_MS", 5000, 100, 600000, offsetof(struct config, lock_ttl_ms)},
+    {"LOCK_WAIT_MS", 1000, 0, 60000, offsetof(struct config, lock_wait_ms)},
+    {"STATEMENT_TIMEOUT_MS", 1000, 10, 60000, offsetof(struct config, statement_timeout_ms)},
+    {"REDIS_TIMEOUT_MS", 250, 10, 10000, offsetof(struct config, redis_timeout_ms)},
+};
+
+static int fail(char *err, size_t errlen, const char *msg)
+{
+    snprintf(err, errlen, "%s", msg);
+    return -1;
+}
+
+/* Plain decimal only: "010", "+5", " 5" and "5ms" are all typos worth
+ * rejecting rather than guessing at. */
+static int parse_int(const char *s, int min, int max, int *out)
+{
+    if (s[0] == '\0' || strlen(s) > 9)
+        return -1;
+    if (s[0] == '0' && s[1] != '\0')
+        return -1;
+    long v = 0;
+    for (const char *p = s; *p; p++) {
+        if (!isdigit((unsigned char)*p))
+            return -1;
+        v = v * 10 + (*p - '0');
+    }
+    if (v < min || v > max)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int copy_str(char *dst, size_t cap, const char *src, size_t len)
+{
+    if (len >= cap)
+        return -1;
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+    return 0;
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Copies a URL userinfo part, decoding %XX (passwords often need it). */
+static int copy_decoded(char *dst, size_t cap, const char *src, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        int c = (unsigned char)src[i];
+        if (c == '%') {
+            if (i + 2 >= len)
+                return -1;
+            int hi = hexval((unsigned char)src[i + 1]), lo = hexval((unsigned char)src[i + 2]);
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+                return -1;
+            c = hi * 16 + lo;
+            i += 2;
+        }
+        if (n + 1 >= cap)
+            return -1;
+        dst[n++] = (char)c;
+    }
+    dst[n] = '\0';
+    return 0;
+}
+
+static int parse_userinfo(const char *s, size_t len, struct redis_target *t)
+{
+    const char *colon = memchr(s, ':', len);
+    if (colon == NULL) /* redis://secret@host is the password, as redis-cli reads it */
+        return copy_decoded(t->password, sizeof t->password, s, len);
+    if (copy_decoded(t->username, sizeof t->username, s, (size_t)(colon - s)) < 0)
+        return -1;
+    return copy_decoded(t->password, sizeof t->password, colon + 1, len - (size_t)(colon - s) - 1);
+}
+
+static int parse_hostport(const char *s, size_t len, struct redis_target *t)
+{
+    const char *port = NULL;
+    size_t hostlen = len;
+    if (len > 0 && s[0] == '[') { /* [::1]:6379 */
+        const char *close = memchr(s, ']', len);
+        if (close == NULL)
+            return -1;
+        if (copy_str(t->host, sizeof t->host, s + 1, (size_t)(close - s - 1)) < 0)
+            return -1;
+        if (close + 1 < s + len) {
+            if (close[1] != ':')
+                return -1;
+            port = close + 2;
+        }
+    } else {
+        const char *colon = memchr(s, ':', len);
+        if (colon != NULL) {
+            hostlen = (size_t)(colon - s);
+            port = colon + 1;
+        }
+        if (copy_str(t->host, sizeof t->host, s, hostlen) < 0)
+            return -1;
+    }
+    if (t->host[0] == '\0')
+        return -1;
+    t->port = 6379;
+    if (port != NULL) {
+        char buf[8];
+        if (copy_str(buf, sizeof buf, port, (size_t)(s + len - port)) < 0)
+            return -1;
+        if (parse_int(buf, 1, 65535, &t->port) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int config_parse_redis_url(const char *url, struct redis_target *out, char *err, size_t errlen)
+{
+    struct redis_target t;
+    memset(&t, 0, sizeof t);
+
+    if (strncmp(url, "unix://", 7) == 0) {
+        const char *path = url + 7;
+        if (path[0] != '/' || copy_str(t.path, sizeof t.path, path, strlen(path)) < 0)
+            goto bad;
+        *out = t;
+        return 0;
+    }
+    if (strncmp(url, "redis://", 8) != 0)
+        goto bad;
+
+    const char *rest = url + 8;
+    const char *slash = strchr(rest, '/');
+    const char *end = slash ? slash : rest + strlen(rest);
+    const char *at = memchr(rest, '@', (size_t)(end - rest));
+    if (at != NULL) {
+        if (parse_userinfo(rest, (size_t)(at - rest), &t) < 0)
+            goto bad;
+        rest = at + 1;
+    }
+    if (parse_hostport(rest, (size_t)(end - rest), &t) < 0)
+        goto bad;
+    if (slash != NULL && slash[1] != '\0' && parse_int(slash + 1, 0, 65535, &t.db) < 0)
+        goto bad;
+    *out = t;
+    return 0;
+bad:
+    /* Never echo the URL: it may carry a password. */
+    return fail(err, errlen,
+                "REDIS_URL must look like redis://[[user]:password@]host[:port][/db] "
+                "or unix:///path/to/redis.sock");
+}
+
+static const char *lookup_or(config_lookup_fn lookup, const char *name, const char *def)
+{
+    const char *v = lookup(name);
+    return v != NULL && v[0] != '\0' ? v : def;
+}
+
+static int load_database_url(struct config *cfg, config_lookup_fn lookup, char *err, size_t errlen)
+{
+    const char *url = lookup_or(lookup, "DATABASE_URL", DEFAULT_DATABASE_URL);
+    if (copy_str(cfg->database_url, sizeof cfg->database_url, url, strlen(url)) < 0)
+        return fail(err, errlen, "DATABASE_URL is longer than 1023 bytes");
+    /* libpq parses without connecting, so a malformed URL fails the start
+     * instead of every request. Its message may quote the URL: keep it out. */
+    char *pqerr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(url, &pqerr);
+    if (opts == NULL) {
+        PQfreemem(pqerr);
+        return fail(err, errlen,
+                    "DATABASE_URL is not a libpq connection string or postgresql:// URI");
+    }
+    PQconninfoFree(opts);
+    return 0;
+}
+
+int config_load(struct config *cfg, config_lookup_fn lookup, char *err, size_t errlen)
+{
+    memset(cfg, 0, sizeof *cfg);
+
+    for (size_t i = 0; i < sizeof int_settings / sizeof int_settings[0]; i++) {
+        const struct int_setting *s = &int_settings[i];
+        int *field = (int *)((char *)cfg + s->offset);
+        const char *v = lookup(s->name);
+        *field = s->def;
+        if (v != NULL && v[0] != '\0' && parse_int(v, s->min, s->max, field) < 0) {
+            snprintf(err, errlen, "%s must be a whole number of milliseconds from %d to %d",
+                     s->name, s->min, s->max);
+            return -1;
+        }
+    }
+
+    if (load_database_url(cfg, lookup, err, errlen) < 0)
+        return -1;
+    if (config_parse_redis_url(lookup_or(lookup, "REDIS_URL", DEFAULT_REDIS_URL), &cfg->redis, err,
+                               errlen) < 0)
+        return -1;
+    if (log_parse_level(lookup_or(lookup, "LOG_LEVEL", "info"), &cfg->log_level) < 0)
+        return fail(err, errlen, "LOG_LEVEL must be one of error, warn, info, debug");
+
+    /* The lock must outlive the longest critical section: the SET reply, the
+     * purchase statement and the follow-up read (each bounded by
+     * statement_timeout) and the release command. A shorter TTL would let a
+     * slow but healthy purchase lose its lock. */
+    long critical = 2L * cfg->statement_timeout_ms + 2L * cfg->redis_timeout_ms;
+    if (cfg->lock_ttl_ms <= critical) {
+        snprintf(
+            err, errlen,
+            "LOCK_TTL_MS (%d) must exceed 2 x (STATEMENT_TIMEOUT_MS + REDIS_TIMEOUT_MS) = %ld, "
+            "the longest time a purchase may hold the lock",
+            cfg->lock_ttl_ms, critical);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,166 @@
+/* main.c -- a FastCGI responder process: configuration, signals and the
+ * accept loop.
+ *
+ * spawn-fcgi hands us the listening socket as fd 0 and multiwatch runs
+ * several of us on it; each process serves one request at a time. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <fcgiapp.h>
+
+#include "clock.h"
+#include "config.h"
+#include "http.h"
+#include "log.h"
+#include "response.h"
+#include "worker.h"
+
+#define STOCK_VERSION "0.1.0"
+
+static volatile sig_atomic_t stopping;
+
+/* SIGTERM (spawn-fcgi, docker stop), SIGINT (Ctrl-C) and SIGUSR1
+ * (multiwatch's graceful stop): finish the request in flight, then exit. */
+static void on_stop(int sig)
+{
+    (void)sig;
+    stopping = 1;
+    FCGX_ShutdownPending(); /* async-signal-safe: it only sets a flag */
+}
+
+static int install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop;
+    sigemptyset(&sa.sa_mask);
+    /* No SA_RESTART: accept() must return EINTR so an idle worker stops at
+     * once. Installed before FCGX_Init(), which keeps handlers it finds. */
+    sa.sa_flags = 0;
+    if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0 ||
+        sigaction(SIGUSR1, &sa, NULL) < 0)
+        return -1;
+    /* hiredis writes with plain write(): a dead Redis or nginx must give
+     * EPIPE, not kill the worker. */
+    return signal(SIGPIPE, SIG_IGN) == SIG_ERR ? -1 : 0;
+}
+
+static const char *env_lookup(const char *name)
+{
+    return getenv(name);
+}
+
+static void usage(FILE *out)
+{
+    fputs("usage: stock-fcgi [--help | --version | --check-config]\n"
+          "\n"
+          "A FastCGI responder for POST /buy/{id}. Run it under spawn-fcgi, which\n"
+          "passes the listening socket as file descriptor 0, for example:\n"
+          "  spawn-fcgi -n -s /run/stock.sock -M 0660 -- /usr/bin/multiwatch -f 4 -- stock-fcgi\n"
+          "Configuration comes from the environment: DATABASE_URL, REDIS_URL, LOCK_TTL_MS,\n"
+          "LOCK_WAIT_MS, STATEMENT_TIMEOUT_MS, REDIS_TIMEOUT_MS, LOG_LEVEL (see README.md).\n"
+          "\n"
+          "  --check-config  validate the environment, connect to PostgreSQL and Redis,\n"
+          "                  and exit 0 if all is well (non-zero with the reason if not)\n",
+          out);
+}
+
+/* --check-config: everything a worker does at start, then report. */
+static int check_config(const struct config *cfg)
+{
+    struct store st;
+    struct lock_client lc;
+    int pg = store_open(&st, cfg), redis = lock_client_open(&lc, cfg);
+    if (pg < 0)
+        fprintf(stderr, "stock-fcgi: %s\n", st.err);
+    if (redis < 0)
+        fprintf(stderr, "stock-fcgi: %s\n", lc.err);
+    store_close(&st);
+    lock_client_close(&lc);
+    if (pg < 0 || redis < 0)
+        return 1;
+    puts("stock-fcgi: configuration ok; PostgreSQL and Redis answer");
+    return 0;
+}
+
+static void serve(struct worker *w, FCGX_Request *fcgi)
+{
+    struct http_request req;
+    struct response res;
+    int64_t start = clock_ms();
+
+    http_request_init(&req, fcgi);
+    response_init(&res);
+    worker_handle(w, &req, &res);
+    if (http_send(fcgi->out, &res) < 0)
+        log_info("%s %s: client went away before the answer was sent", req.method,
+                 req.path ? req.path : "-");
+    log_debug("%s %s %d %s %lldms", req.method, req.path ? req.path : "-", res.status,
+              problem_info(res.reason)->code, (long long)(clock_ms() - start));
+    response_free(&res);
+}
+
+int main(int argc, char **argv)
+{
+    const char *opt = argc > 1 ? argv[1] : "";
+    if (strcmp(opt, "--version") == 0) {
+        puts("stock-fcgi " STOCK_VERSION);
+        return 0;
+    }
+    if (strcmp(opt, "--help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc > 2 || (opt[0] != '\0' && strcmp(opt, "--check-config") != 0)) {
+        usage(stderr);
+        return 2;
+    }
+
+    struct config cfg;
+    char err[CONFIG_ERR_MAX];
+    if (config_load(&cfg, env_lookup, err, sizeof err) < 0) {
+        fprintf(stderr, "stock-fcgi: %s\n", err);
+        return 2;
+    }
+    log_set_level(cfg.log_level);
+    if (opt[0] != '\0')
+        return check_config(&cfg);
+
+    if (install_signals() < 0 || FCGX_Init() != 0) {
+        fprintf(stderr, "stock-fcgi: cannot initialise signals or libfcgi\n");
+        return 1;
+    }
+    if (FCGX_IsCGI()) {
+        usage(stderr);
+        return 2;
+    }
+
+    struct worker w;
+    worker_open(&w, &cfg);
+    log_info("worker ready (lock ttl %d ms, wait %d ms, statement timeout %d ms)", cfg.lock_ttl_ms,
+             cfg.lock_wait_ms, cfg.statement_timeout_ms);
+
+    FCGX_Request fcgi;
+    if (FCGX_InitRequest(&fcgi, 0, 0) != 0) {
+        log_error("cannot initialise the FastCGI request");
+        worker_close(&w);
+        return 1;
+    }
+    /* FCGX_Accept_r() first finishes the previous request. */
+    int rc = 0;
+    while (!stopping && (rc = FCGX_Accept_r(&fcgi)) == 0)
+        serve(&w, &fcgi);
+    /* The last answer is complete only once its request is finished. */
+    FCGX_Finish_r(&fcgi);
+    FCGX_Free(&fcgi, 1);
+    worker_close(&w);
+
+    if (!stopping) { /* not a signal: the socket failed (fd 0 closed, say) */
+        log_error("accept failed (%d); exiting so the supervisor starts a fresh worker", rc);
+        return 1;
+    }
+    log_info("worker stopped");
+    return 0;
+}

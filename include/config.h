@@ -1,0 +1,52 @@
+/* config.h -- the responder's configuration, read once from the environment.
+ *
+ * Every setting has a default and a range. config_load() validates them all
+ * before the worker touches the network, so a typo fails the start with a
+ * message naming the variable instead of failing the first purchase.
+ *
+ * The stack-only variables (WORKERS, PORT, PGPORT, REDIS_PORT) are read by
+ * tests/stack/stack.sh, not here: the responder never listens on a port.
+ */
+#ifndef STOCK_CONFIG_H
+#define STOCK_CONFIG_H
+
+#include <stddef.h>
+
+#include "log.h"
+
+#define CONFIG_URL_MAX 1024
+#define CONFIG_ERR_MAX 256
+
+/* Where Redis lives: a TCP host and port, or a unix socket path. */
+struct redis_target {
+    char host[256]; /* empty for a unix socket */
+    int port;
+    char path[256];     /* empty for TCP */
+    char username[128]; /* optional ACL user (AUTH user pass) */
+    char password[256]; /* optional; never logged */
+    int db;             /* SELECT db when non-zero */
+};
+
+struct config {
+    char database_url[CONFIG_URL_MAX]; /* libpq conninfo string or URI */
+    struct redis_target redis;
+    int lock_ttl_ms;          /* lock expiry: must outlive the critical section */
+    int lock_wait_ms;         /* how long a buyer may wait for a busy product */
+    int statement_timeout_ms; /* PostgreSQL statement_timeout */
+    int redis_timeout_ms;     /* hiredis connect and command timeout */
+    enum log_level log_level;
+};
+
+/* Looks up one environment variable; NULL when unset. getenv() in production,
+ * a table in the unit tests. */
+typedef const char *(*config_lookup_fn)(const char *name);
+
+/* Fills cfg from lookup, applying defaults. Returns 0, or -1 with a message
+ * naming the offending variable in err. */
+int config_load(struct config *cfg, config_lookup_fn lookup, char *err, size_t errlen);
+
+/* Parses redis://[[user]:password@]host[:port][/db] or unix:///path.
+ * Returns 0, or -1 with a message in err. */
+int config_parse_redis_url(const char *url, struct redis_target *out, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,66 @@
+/* lock.h -- the per-product Redis lock: an efficiency lock, not a guard.
+ *
+ * The lock lines buyers of one product up in front of PostgreSQL so they do
+ * not pile onto the same row lock; correctness does not depend on it (see
+ * store.h). It is a single-node lease:
+ *
+ *   acquire  SET lock:product:{id} <token> NX PX <ttl>; the token is 128
+ *            random bits from getrandom(), so only its owner can release it.
+ *            A busy lock is retried with capped exponential backoff and
+ *            jitter until a deadline (LOCK_WAIT_MS), never a retry count.
+ *   release  compare-and-delete in one Lua script (EVALSHA, falling back to
+ *            EVAL when Redis lost its script cache). A lock that expired
+ *            and was taken by someone else is left alone.
+ *
+ * One hiredis connection per worker process. Every command is bounded by
+ * REDIS_TIMEOUT_MS; after any connection error the context is dropped and the
+ * next call reconnects, so a Redis restart needs no worker restart. */
+#ifndef STOCK_LOCK_H
+#define STOCK_LOCK_H
+
+#include <stdint.h>
+
+struct config;
+struct redisContext;
+
+enum lock_status {
+    LOCK_OK,
+    LOCK_TIMEOUT,     /* someone else held the lock until our deadline */
+    LOCK_UNAVAILABLE, /* Redis unreachable, timing out or refusing */
+    LOCK_LOST         /* release: the lock had expired; someone else may hold it */
+};
+
+struct lock_client {
+    const struct config *cfg;
+    struct redisContext *redis;
+    char release_sha[41]; /* SHA1 of the release script on this server */
+    uint64_t rng;         /* xorshift state for backoff jitter */
+    char err[256];
+};
+
+struct lock {
+    char key[32];   /* lock:product:{id} */
+    char token[33]; /* 32 hex digits */
+};
+
+/* Connects. Returns 0, or -1 if Redis is not reachable yet: the client stays
+ * usable and the next call tries again. */
+int lock_client_open(struct lock_client *lc, const struct config *cfg);
+void lock_client_close(struct lock_client *lc);
+
+/* Makes the connection usable, reconnecting when Redis closed it. Cheap when
+ * all is well (a poll(), no round trip). Returns LOCK_OK or LOCK_UNAVAILABLE. */
+enum lock_status lock_ready(struct lock_client *lc);
+
+/* Takes the lock on product, waiting up to LOCK_WAIT_MS. Returns LOCK_OK,
+ * LOCK_TIMEOUT or LOCK_UNAVAILABLE. On failure nothing is left held. */
+enum lock_status lock_acquire(struct lock_client *lc, int32_t product, struct lock *lk);
+
+/* Releases lk if it still holds our token. Returns LOCK_OK, LOCK_LOST or
+ * LOCK_UNAVAILABLE (the lock then expires by its TTL). */
+enum lock_status lock_release(struct lock_client *lc, const struct lock *lk);
+
+/* One round trip (PING). Returns LOCK_OK or LOCK_UNAVAILABLE. */
+enum lock_status lock_ping(struct lock_client *lc);
+
+#endif

@@ -1,0 +1,158 @@
+/* test_config.c -- defaults, validation and REDIS_URL parsing. */
+#include <string.h>
+
+#include "config.h"
+#include "unit.h"
+
+/* The environment the lookup sees: NAME=value pairs, NULL-terminated. */
+static const char *const *fake_env;
+
+static const char *fake_lookup(const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *const *e = fake_env; e != NULL && *e != NULL; e++)
+        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
+            return *e + n + 1;
+    return NULL;
+}
+
+static int load(const char *const *env, struct config *cfg, char *err)
+{
+    fake_env = env;
+    return config_load(cfg, fake_lookup, err, CONFIG_ERR_MAX);
+}
+
+static void config_defaults_match_the_local_stack(void)
+{
+    static const char *const env[] = {NULL};
+    struct config cfg;
+    char err[CONFIG_ERR_MAX];
+    CHECK(load(env, &cfg, err) == 0);
+    CHECK(strcmp(cfg.database_url, "postgresql://127.0.0.1:5433/redisdistributedlock") == 0);
+    CHECK(strcmp(cfg.redis.host, "127.0.0.1") == 0 && cfg.redis.port == 6380);
+    CHECK(cfg.lock_ttl_ms == 5000 && cfg.lock_wait_ms == 1000);
+    CHECK(cfg.statement_timeout_ms == 1000 && cfg.redis_timeout_ms == 250);
+    CHECK(cfg.log_level == LOG_INFO);
+}
+
+static void config_reads_every_variable(void)
+{
+    static const char *const env[] = {"DATABASE_URL=host=/tmp dbname=x",
+                                      "REDIS_URL=unix:///run/redis.sock",
+                                      "LOCK_TTL_MS=9000",
+                                      "LOCK_WAIT_MS=0",
+                                      "STATEMENT_TIMEOUT_MS=2000",
+                                      "REDIS_TIMEOUT_MS=100",
+                                      "LOG_LEVEL=debug",
+                                      NULL};
+    struct config cfg;
+    char err[CONFIG_ERR_MAX];
+    CHECK(load(env, &cfg, err) == 0);
+    CHECK(strcmp(cfg.database_url, "host=/tmp dbname=x") == 0);
+    CHECK(strcmp(cfg.redis.path, "/run/redis.sock") == 0 && cfg.redis.host[0] == '\0');
+    CHECK(cfg.lock_ttl_ms == 9000 && cfg.lock_wait_ms == 0);
+    CHECK(cfg.statement_timeout_ms == 2000 && cfg.redis_timeout_ms == 100);
+    CHECK(cfg.log_level == LOG_DEBUG);
+}
+
+static void config_rejects_bad_values_naming_the_variable(void)
+{
+    static const struct {
+        const char *setting, *named;
+    } cases[] = {
+        {"LOCK_TTL_MS=abc", "LOCK_TTL_MS"},
+        {"LOCK_TTL_MS=5000ms", "LOCK_TTL_MS"},
+        {"LOCK_TTL_MS=-1", "LOCK_TTL_MS"},
+        {"LOCK_TTL_MS=050", "LOCK_TTL_MS"},
+        {"LOCK_TTL_MS=99999999999", "LOCK_TTL_MS"},
+        {"LOCK_WAIT_MS=60001", "LOCK_WAIT_MS"},
+        {"STATEMENT_TIMEOUT_MS=0", "STATEMENT_TIMEOUT_MS"},
+        {"REDIS_TIMEOUT_MS=1.5", "REDIS_TIMEOUT_MS"},
+        {"LOG_LEVEL=verbose", "LOG_LEVEL"},
+        {"REDIS_URL=http://x", "REDIS_URL"},
+        {"DATABASE_URL=postgresql://host/db?nosuchoption=1", "DATABASE_URL"},
+        {"DATABASE_URL=dbname='unterminated", "DATABASE_URL"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *env[] = {cases[i].setting, NULL};
+        struct config cfg;
+        char err[CONFIG_ERR_MAX] = "";
+        CHECK_CASE(load(env, &cfg, err) < 0, cases[i].setting);
+        CHECK_CASE(strstr(err, cases[i].named) != NULL, cases[i].setting);
+    }
+}
+
+static void config_requires_ttl_above_critical_section(void)
+{
+    static const char *const too_short[] = {"LOCK_TTL_MS=2500", "STATEMENT_TIMEOUT_MS=1000",
+                                            "REDIS_TIMEOUT_MS=250", NULL};
+    static const char *const enough[] = {"LOCK_TTL_MS=2501", "STATEMENT_TIMEOUT_MS=1000",
+                                         "REDIS_TIMEOUT_MS=250", NULL};
+    struct config cfg;
+    char err[CONFIG_ERR_MAX];
+    CHECK(load(too_short, &cfg, err) < 0 && strstr(err, "LOCK_TTL_MS") != NULL);
+    CHECK(load(enough, &cfg, err) == 0);
+}
+
+static void config_never_echoes_a_redis_password(void)
+{
+    static const char *const env[] = {"REDIS_URL=redis://:s3cret@host:notaport", NULL};
+    struct config cfg;
+    char err[CONFIG_ERR_MAX];
+    CHECK(load(env, &cfg, err) < 0);
+    CHECK(strstr(err, "s3cret") == NULL);
+}
+
+static void redis_url_forms_parse(void)
+{
+    struct redis_target t;
+    char err[CONFIG_ERR_MAX];
+    CHECK(config_parse_redis_url("redis://localhost", &t, err, sizeof err) == 0);
+    CHECK(strcmp(t.host, "localhost") == 0 && t.port == 6379 && t.db == 0 && !t.password[0]);
+    CHECK(config_parse_redis_url("redis://10.0.0.2:7000/3", &t, err, sizeof err) == 0);
+    CHECK(strcmp(t.host, "10.0.0.2") == 0 && t.port == 7000 && t.db == 3);
+    CHECK(config_parse_redis_url("redis://:p%40ss@h:1", &t, err, sizeof err) == 0);
+    CHECK(strcmp(t.password, "p@ss") == 0 && !t.username[0] && t.port == 1);
+    CHECK(config_parse_redis_url("redis://app:pw@h/", &t, err, sizeof err) == 0);
+    CHECK(strcmp(t.username, "app") == 0 && strcmp(t.password, "pw") == 0 && t.db == 0);
+    CHECK(config_parse_redis_url("redis://[::1]:6380", &t, err, sizeof err) == 0);
+    CHECK(strcmp(t.host, "::1") == 0 && t.port == 6380);
+    CHECK(config_parse_redis_url("unix:///var/run/redis.sock", &t, err, sizeof err) == 0);
+    CHECK(strcmp(t.path, "/var/run/redis.sock") == 0);
+}
+
+static void redis_url_rejects_malformed(void)
+{
+    static const char *const bad[] = {
+        "",
+        "localhost:6379",
+        "redis://",
+        "redis://:6379",
+        "redis://h:0",
+        "redis://h:65536",
+        "redis://h:port",
+        "redis://h/db",
+        "redis://[::1",
+        "redis://:pw%4@h",
+        "unix://relative",
+        "unix://",
+        "rediss://h",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct redis_target t;
+        char err[CONFIG_ERR_MAX] = "";
+        CHECK_CASE(config_parse_redis_url(bad[i], &t, err, sizeof err) < 0, bad[i]);
+        CHECK_CASE(strstr(err, "REDIS_URL") != NULL, bad[i]);
+    }
+}
+
+void suite_config(void)
+{
+    RUN(config_defaults_match_the_local_stack);
+    RUN(config_reads_every_variable);
+    RUN(config_rejects_bad_values_naming_the_variable);
+    RUN(config_requires_ttl_above_critical_section);
+    RUN(config_never_echoes_a_redis_password);
+    RUN(redis_url_forms_parse);
+    RUN(redis_url_rejects_malformed);
+}
