@@ -1,0 +1,32 @@
+#!/bin/sh
+# Renders the nginx configuration for one stack.
+#
+#   nginx/render.sh OUT_DIR NAME=value...
+#
+# Writes OUT_DIR/nginx.conf and OUT_DIR/stock-api.conf from the .in files
+# beside this script, replacing every @NAME@ with its value. CONF_DIR is set
+# to OUT_DIR. Fails if a placeholder is left unfilled.
+set -eu
+
+src=$(cd "$(dirname "$0")" && pwd)
+out=${1:?usage: render.sh OUT_DIR NAME=value...}
+shift
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+script=""
+for pair in "CONF_DIR=$out" "$@"; do
+    name=${pair%%=*}
+    value=${pair#*=}
+    # Escape what sed's replacement treats specially.
+    value=$(printf '%s' "$value" | sed 's/[\\|&]/\\&/g')
+    script="${script}s|@${name}@|${value}|g;"
+done
+
+for f in nginx.conf stock-api.conf; do
+    sed "$script" "$src/$f.in" >"$out/$f"
+    if grep -n '@[A-Z_]*@' "$out/$f" >&2; then
+        echo "render.sh: unfilled placeholder in $out/$f" >&2
+        exit 1
+    fi
+done
