@@ -1,0 +1,332 @@
+#!/usr/bin/env bash
+# The private stack: PostgreSQL, Redis, the FastCGI responders (spawn-fcgi +
+# multiwatch) and nginx, on loopback, with all state under one directory.
+# `make run/up/down/psql/reset` and the test harness all go through here.
+#
+#   stack.sh run      start, print "ready: URL", stop everything on Ctrl-C
+#   stack.sh up       start and return
+#   stack.sh down     stop (safe to repeat)
+#   stack.sh status   what is running
+#   stack.sh stop S   stop one service: nginx, app, redis or postgres (up restarts it)
+#   stack.sh psql     psql on the stack's database
+#   stack.sh reset    empty the tables and seed them again
+#
+# Settings, from the environment:
+#   RUN_DIR     state directory            (default: .run in the repository)
+#   PORT        nginx on 127.0.0.1:PORT    (default 3000)
+#   PGPORT      PostgreSQL on 127.0.0.1    (default 5433)
+#   REDIS_PORT  Redis on 127.0.0.1         (default 6380)
+#   WORKERS     responder processes        (default 4)
+#   STOCK_BIN   the responder binary       (default build/stock-fcgi)
+# The responder's own settings (LOCK_TTL_MS, LOCK_WAIT_MS, LOG_LEVEL, ...)
+# pass through to it; DATABASE_URL and REDIS_URL are set here to the stack's
+# unix sockets.
+#
+# PostgreSQL refuses to run as root, so as root every daemon of the stack
+# runs as the `postgres` account (created by Debian's postgresql package):
+# one account keeps the FastCGI socket at mode 0660 with nginx as its only
+# other user.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+DB_NAME=redisdistributedlock
+
+die() {
+    echo "stack: $*" >&2
+    exit 1
+}
+
+# A whole number within bounds, or a clear message naming the variable.
+setting() {
+    local name=$1 def=$2 min=$3 max=$4 value
+    value=${!name:-$def}
+    [[ $value =~ ^[0-9]{1,6}$ ]] && ((10#$value >= min && 10#$value <= max)) ||
+        die "$name must be a whole number from $min to $max (got '$value')"
+    printf '%d' "$((10#$value))"
+}
+
+PORT=$(setting PORT 3000 1 65535)
+PGPORT=$(setting PGPORT 5433 1 65535)
+REDIS_PORT=$(setting REDIS_PORT 6380 1 65535)
+WORKERS=$(setting WORKERS 4 1 256)
+STOCK_BIN=${STOCK_BIN:-$ROOT/build/stock-fcgi}
+
+if [[ $(id -u) -eq 0 ]]; then
+    STACK_USER=postgres
+    id "$STACK_USER" >/dev/null 2>&1 || die "user '$STACK_USER' is missing: run 'make deps' first"
+    AS_USER=(setpriv --reuid="$STACK_USER" --regid="$STACK_USER" --init-groups --)
+else
+    STACK_USER=$(id -un)
+    AS_USER=()
+fi
+as_user() { "${AS_USER[@]}" "$@"; }
+
+# The state directory, owned by the stack's user. When root uses the default
+# .run inside a checkout that account cannot enter (under /root, say), .run
+# becomes a link to a directory under /var/tmp that it can.
+prepare_run_dir() {
+    local dir=${RUN_DIR:-$ROOT/.run}
+    mkdir -p "$dir"
+    if [[ $(id -u) -eq 0 ]]; then
+        chown "$STACK_USER:" "$dir"
+        if ! as_user test -w "$dir" && [[ -z ${RUN_DIR:-} ]]; then
+            local alt
+            alt=/var/tmp/redisdistributedlock-$(printf '%s' "$ROOT" | md5sum | cut -c1-12)
+            mkdir -p "$alt"
+            chown "$STACK_USER:" "$alt"
+            rmdir "$dir" 2>/dev/null || true
+            [[ -e $dir ]] || ln -s "$alt" "$dir"
+        fi
+    fi
+    RUN=$(cd "$dir" && pwd -P)
+    as_user test -w "$RUN" || die "$STACK_USER cannot write to $RUN"
+    SOCK=$RUN/sock
+    LOG=$RUN/log
+    PGDATA=$RUN/pgdata
+    # sun_path holds 108 bytes; the longest socket is .s.PGSQL.<port>.lock.
+    ((${#SOCK} <= 80)) || die "$SOCK is too long for a unix socket path: set RUN_DIR to a shorter path"
+    mkdir -p "$SOCK" "$LOG" "$RUN/redis" "$RUN/nginx" "$RUN/bin"
+    [[ $(id -u) -eq 0 ]] && chown -R "$STACK_USER:" "$SOCK" "$LOG" "$RUN/redis" "$RUN/nginx" "$RUN/bin"
+    chmod 700 "$SOCK"
+}
+
+pg_bin() {
+    local dir
+    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    [[ -x $dir/$1 ]] || die "PostgreSQL server binaries not found: run 'make deps'"
+    printf '%s/%s' "$dir" "$1"
+}
+
+# True while pid runs (a zombie, already exited, does not count).
+alive() {
+    local pid=$1 state
+    [[ -n $pid && -r /proc/$pid/stat ]] || return 1
+    state=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)
+    [[ -n $state && $state != Z ]]
+}
+
+pid_of() {
+    [[ -r $1 ]] && head -n 1 "$1" || true
+}
+
+# Sends sig to the process in pidfile and waits up to secs for it to go.
+stop_pid() {
+    local pidfile=$1 sig=$2 secs=$3 name=$4 pid
+    pid=$(pid_of "$pidfile")
+    alive "$pid" || { rm -f "$pidfile"; return 0; }
+    kill "-$sig" "$pid" 2>/dev/null || true
+    for ((i = 0; i < secs * 10; i++)); do
+        alive "$pid" || { rm -f "$pidfile"; return 0; }
+        sleep 0.1
+    done
+    echo "stack: $name did not stop within ${secs}s; killing it" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$pidfile"
+}
+
+psql_stack() {
+    PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 "host=$SOCK port=$PGPORT user=postgres dbname=$1" "${@:2}"
+}
+
+pg_running() {
+    as_user "$(pg_bin pg_ctl)" -D "$PGDATA" status >/dev/null 2>&1
+}
+
+start_postgres() {
+    pg_running && return 0
+    local fresh=no
+    if [[ ! -f $PGDATA/PG_VERSION ]]; then
+        fresh=yes
+        echo "stack: creating the database cluster in $PGDATA"
+        as_user "$(pg_bin initdb)" -D "$PGDATA" -U postgres -A trust -E UTF8 --locale=C \
+            --no-sync >"$LOG/initdb.log" 2>&1 || die "initdb failed: see $LOG/initdb.log"
+        echo "include_if_exists = 'stack.conf'" >>"$PGDATA/postgresql.conf"
+    fi
+    # Rewritten on every start, so changing PGPORT just works.
+    cat >"$PGDATA/stack.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PGPORT
+unix_socket_directories = '$SOCK'
+max_connections = 200
+CONF
+    [[ $(id -u) -eq 0 ]] && chown "$STACK_USER:" "$PGDATA/stack.conf"
+    as_user "$(pg_bin pg_ctl)" -D "$PGDATA" -l "$LOG/postgres.log" -w -t 60 start >/dev/null ||
+        die "PostgreSQL did not start: see $LOG/postgres.log"
+    if [[ $fresh == yes ]]; then
+        psql_stack postgres -c "CREATE DATABASE $DB_NAME"
+        psql_stack "$DB_NAME" -f "$ROOT/sql/schema.sql"
+        psql_stack "$DB_NAME" -f "$ROOT/sql/seed.sql"
+    else
+        psql_stack "$DB_NAME" -f "$ROOT/sql/schema.sql" # adds whatever a newer schema has
+    fi
+}
+
+stop_postgres() {
+    [[ -f $PGDATA/PG_VERSION ]] && pg_running || return 0
+    as_user "$(pg_bin pg_ctl)" -D "$PGDATA" -m fast -w stop >/dev/null || true
+}
+
+redis_cli() {
+    redis-cli -s "$SOCK/redis.sock" "$@"
+}
+
+start_redis() {
+    alive "$(pid_of "$RUN/redis.pid")" && return 0
+    # Locks are leases that must not outlive a restart: no persistence.
+    cat >"$RUN/redis/redis.conf" <<CONF
+bind 127.0.0.1
+port $REDIS_PORT
+unixsocket "$SOCK/redis.sock"
+unixsocketperm 700
+save ""
+appendonly no
+dir "$RUN/redis"
+daemonize yes
+pidfile "$RUN/redis.pid"
+logfile "$LOG/redis.log"
+CONF
+    as_user redis-server "$RUN/redis/redis.conf" || die "Redis did not start: see $LOG/redis.log"
+    for ((i = 0; i < 100; i++)); do
+        [[ $(redis_cli ping 2>/dev/null) == PONG ]] && return 0
+        sleep 0.1
+    done
+    die "Redis did not answer: see $LOG/redis.log"
+}
+
+# spawn-fcgi binds the socket (0660, the stack user's) and execs multiwatch,
+# which forks WORKERS responders and replaces any that dies (a worker dying
+# within 1 s of its start counts as a failed start; after 3 of those in a row
+# multiwatch gives up on that slot instead of crash-looping). A first SIGTERM
+# to multiwatch becomes SIGUSR1 to each responder: finish, then exit.
+start_app() {
+    alive "$(pid_of "$RUN/app.pid")" && return 0
+    install -m 755 "$STOCK_BIN" "$RUN/bin/stock-fcgi"
+    export DATABASE_URL="host='$SOCK' port=$PGPORT user=postgres dbname=$DB_NAME"
+    export REDIS_URL="unix://$SOCK/redis.sock"
+    # A bad setting fails here with its message, not as a crash loop.
+    as_user "$RUN/bin/stock-fcgi" --check-config >/dev/null || die "the responder cannot start"
+    rm -f "$SOCK/stock.sock"
+    setsid "${AS_USER[@]}" spawn-fcgi -n -s "$SOCK/stock.sock" -M 0660 -- \
+        "$(command -v multiwatch)" -f "$WORKERS" -r 3 -t 1000 -- "$RUN/bin/stock-fcgi" \
+        </dev/null >>"$LOG/app.log" 2>&1 &
+    echo $! >"$RUN/app.pid"
+    for ((i = 0; i < 100; i++)); do
+        [[ -S $SOCK/stock.sock ]] && return 0
+        alive "$!" || break
+        sleep 0.1
+    done
+    tail -n 20 "$LOG/app.log" >&2
+    die "the responders did not start: see $LOG/app.log"
+}
+
+start_nginx() {
+    alive "$(pid_of "$RUN/nginx/nginx.pid")" && return 0
+    "$ROOT/nginx/render.sh" "$RUN/nginx" "LISTEN=127.0.0.1:$PORT" "FCGI_SOCKET=$SOCK/stock.sock" \
+        "RUN_DIR=$RUN/nginx" "ERROR_LOG=$LOG/nginx-error.log" "ACCESS_LOG=$LOG/nginx-access.log"
+    as_user nginx -e "$LOG/nginx-error.log" -p "$RUN/nginx" -c "$RUN/nginx/nginx.conf" ||
+        die "nginx did not start (is port $PORT free?): see $LOG/nginx-error.log"
+}
+
+wait_ready() {
+    local url=http://127.0.0.1:$PORT/healthz
+    for ((i = 0; i < 300; i++)); do
+        if [[ $(curl -s -o /dev/null -w '%{http_code}' "$url" 2>/dev/null) == 200 ]]; then
+            echo "ready: http://127.0.0.1:$PORT"
+            return 0
+        fi
+        sleep 0.1
+    done
+    curl -s "$url" >&2 || true
+    die "$url did not answer 200 within 30s: see the logs in $LOG"
+}
+
+up() {
+    # A start that fails half-way stops what it started.
+    trap 'echo "stack: start failed; stopping what was started" >&2; down' EXIT
+    start_postgres
+    start_redis
+    start_app
+    start_nginx
+    wait_ready
+    trap - EXIT
+}
+
+stop() {
+    case ${1:-} in
+    nginx) stop_pid "$RUN/nginx/nginx.pid" QUIT 10 nginx ;;
+    app)
+        stop_pid "$RUN/app.pid" TERM 15 "the responders"
+        rm -f "$SOCK/stock.sock"
+        ;;
+    redis) stop_pid "$RUN/redis.pid" TERM 10 redis ;;
+    postgres) stop_postgres ;;
+    *) die "stop what? nginx, app, redis or postgres" ;;
+    esac
+}
+
+down() {
+    local s
+    for s in nginx app redis postgres; do stop "$s"; done
+}
+
+status() {
+    local name pidfile
+    for name in nginx app redis; do
+        case $name in
+        nginx) pidfile=$RUN/nginx/nginx.pid ;;
+        *) pidfile=$RUN/$name.pid ;;
+        esac
+        if alive "$(pid_of "$pidfile")"; then echo "$name: running"; else echo "$name: stopped"; fi
+    done
+    if pg_running; then echo "postgres: running"; else echo "postgres: stopped"; fi
+}
+
+# Foreground: serve until Ctrl-C (or until a daemon dies), then stop all.
+run() {
+    if alive "$(pid_of "$RUN/nginx/nginx.pid")"; then
+        die "already running on port $PORT (make down stops it)"
+    fi
+    up
+    trap 'echo; echo "stack: stopping"; down; exit 0' INT TERM
+    echo "Try: curl -X POST http://127.0.0.1:$PORT/buy/1 -H 'Content-Type: application/json' -d '{\"amount\": 1}'"
+    echo "Ctrl-C stops everything. Logs: $LOG"
+    while sleep 1; do
+        if ! alive "$(pid_of "$RUN/nginx/nginx.pid")" || ! alive "$(pid_of "$RUN/app.pid")" ||
+            ! alive "$(pid_of "$RUN/redis.pid")" || ! pg_running; then
+            echo "stack: a service stopped unexpectedly; stopping the rest (logs: $LOG)" >&2
+            down
+            exit 1
+        fi
+    done
+}
+
+reset() {
+    local was_running=no
+    pg_running && was_running=yes
+    start_postgres
+    psql_stack "$DB_NAME" -f "$ROOT/sql/reset.sql" -f "$ROOT/sql/seed.sql"
+    # Any lock left by a crashed purchase refers to the old rows.
+    if alive "$(pid_of "$RUN/redis.pid")"; then redis_cli flushall >/dev/null; fi
+    [[ $was_running == yes ]] || stop_postgres
+    echo "stack: database reseeded"
+}
+
+cmd=${1:-}
+[[ $# -gt 0 ]] && shift
+prepare_run_dir
+case $cmd in
+run) run ;;
+up) up ;;
+down) down ;;
+status) status ;;
+stop) stop "$@" ;;
+psql)
+    pg_running || die "the stack is not running: start it with make up"
+    psql "host=$SOCK port=$PGPORT user=postgres dbname=$DB_NAME" "$@"
+    ;;
+reset) reset ;;
+*)
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+    exit 2
+    ;;
+esac
