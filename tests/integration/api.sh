@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# api.sh -- every row of the API table, through nginx, against the real stack.
+# Runs first on a freshly seeded database (product 1 has 5 units).
+. "$(dirname "$0")/lib.sh"
+
+JSON=(-H 'Content-Type: application/json')
+
+# --- The seed scenario: the demo's own curl ---------------------------------
+same "seed: product 1 starts with 5 units" "$(stock 1)" 5
+STATUS=$(curl -s -o "$TMP/body" -w '%{http_code}' -X POST "$BASE_URL/buy/1" \
+    -H "Content-Type: application/json" -d '{"amount": 1}')
+BODY=$(cat "$TMP/body")
+expect "seed: the demo's curl buys one unit" 200
+check "seed: answer is {order_id, product_id, amount, remaining}" jq -e '
+    (keys == ["amount", "order_id", "product_id", "remaining"]) and .product_id == 1
+    and .amount == 1 and .remaining == 4 and (.order_id | type == "number")' <<<"$BODY"
+same "seed: 4 units remain in PostgreSQL" "$(stock 1)" 4
+same "seed: the order is recorded" "$(sql "SELECT product_id || ':' || amount FROM orders")" "1:1"
+
+# --- 200: a purchase, and the stock it leaves -----------------------------------
+P=$(new_product "Widget" 10)
+buy "/buy/$P" '{"amount": 3}'
+expect "buy: 3 of 10 answers 200" 200
+same "buy: Content-Type is application/json" "$(header Content-Type)" application/json
+check "buy: remaining is 7" jq -e '.remaining == 7 and .amount == 3' <<<"$BODY"
+same "buy: stock is 7" "$(stock "$P")" 7
+same "buy: orders sum to 3" "$(sold "$P")" 3
+
+# --- Bad input: a clear error, and nothing changes ----------------------------
+before=$(snapshot)
+
+for id in abc 0 99999999999 -1 01 2147483648 1.5; do
+    buy "/buy/$id" '{"amount": 1}'
+    expect "400 invalid_product_id: /buy/$id" 400 invalid_product_id
+done
+
+for body in 'not json' '[1]' '' '{"amount": 1' '"{\"amount\":1}"' '{"amount": 1}x' "{'amount': 1}" \
+    '{"amount": NaN}'; do
+    buy "/buy/$P" "$body"
+    expect "400 invalid_json: body '$body'" 400 invalid_json
+done
+
+for body in '{"amount": 1.5}' '{"amount": "1"}' '{"amount": true}' '{"amount": 1e3}' \
+    '{"amount": 0}' '{"amount": -1}' '{"amount": -0}' '{"amount": 2147483648}' \
+    '{"amount": null}' '{}' '{"qty": 1}' '{"amount": 1, "amount": 2}'; do
+    buy "/buy/$P" "$body"
+    expect "400 invalid_amount: body '$body'" 400 invalid_amount
+done
+
+http POST "/buy/$P" -H 'Content-Type: text/plain' --data-binary '{"amount": 1}'
+expect "415 unsupported_media_type: text/plain" 415 unsupported_media_type
+http POST "/buy/$P" --data-binary '{"amount": 1}'
+expect "415 unsupported_media_type: curl's default form type" 415 unsupported_media_type
+http POST "/buy/$P" -H 'Content-Type:' --data-binary '{"amount": 1}'
+expect "415 unsupported_media_type: no Content-Type" 415 unsupported_media_type
+buy "/buy/$P" '{"amount": 1}' -H 'Content-Type: application/json; charset=utf-8'
+expect "200: application/json with a charset parameter" 200
+before=$(snapshot) # that one bought a unit, on purpose
+
+PAD_FRAME='{"amount": 1, "pad": ""}'
+printf '{"amount": 1, "pad": "%s"}' "$(head -c 1100 /dev/zero | tr '\0' x)" >"$TMP/big.json"
+http POST "/buy/$P" "${JSON[@]}" --data-binary @"$TMP/big.json"
+expect "413 payload_too_large: a 1.1 KiB body" 413 payload_too_large
+pad=$((1024 - ${#PAD_FRAME}))
+printf '{"amount": 1, "pad": "%s"}' "$(head -c "$pad" /dev/zero | tr '\0' x)" >"$TMP/edge.json"
+same "edge: the body is exactly 1024 bytes" "$(wc -c <"$TMP/edge.json")" 1024
+http POST "/buy/$P" "${JSON[@]}" --data-binary @"$TMP/edge.json"
+expect "200: a body of exactly 1024 bytes is accepted" 200
+before=$(snapshot)
+
+for method in GET PUT DELETE PATCH; do
+    http "$method" "/buy/$P"
+    expect "405 method_not_allowed: $method /buy/{id}" 405 method_not_allowed
+    same "405: $method /buy/{id} answers Allow: POST" "$(header Allow)" POST
+done
+http POST "/products/$P" "${JSON[@]}" -d '{"amount": 1}'
+expect "405 method_not_allowed: POST /products/{id}" 405 method_not_allowed
+same "405: /products/{id} answers Allow: GET, HEAD" "$(header Allow)" "GET, HEAD"
+
+buy /buy/2147483647 '{"amount": 1}'
+expect "404 product_not_found: buying a product that does not exist" 404 product_not_found
+
+buy "/buy/$P" '{"amount": 1000}'
+expect "409 insufficient_stock: more than the stock" 409 insufficient_stock
+check "409: reports available and requested" jq -e ".available == $(stock "$P") and .requested == 1000" \
+    <<<"$BODY"
+
+for path in / /buy /buy/ /buy/1/ /buy/1/x /nope /products /healthz/x; do
+    http POST "$path" "${JSON[@]}" -d '{"amount": 1}'
+    if [[ $path == /buy/ ]]; then
+        expect "400 invalid_product_id: POST $path" 400 invalid_product_id
+    else
+        expect "404 not_found: POST $path" 404 not_found
+    fi
+done
+
+same "bad input changed no stock and no order" "$(snapshot)" "$before"
+
+# --- 503 lock_timeout: the product is locked by someone else -------------------
+rcli SET "lock:product:$P" someone-else PX 30000 >/dev/null
+buy "/buy/$P" '{"amount": 1}'
+expect "503 lock_timeout: the lock stays busy past LOCK_WAIT_MS" 503 lock_timeout
+same "503 lock_timeout: Retry-After is sent" "$(header Retry-After)" 1
+same "503 lock_timeout: another owner's lock is left alone" "$(rcli GET "lock:product:$P")" someone-else
+rcli DEL "lock:product:$P" >/dev/null
+same "503 lock_timeout: nothing was bought" "$(snapshot)" "$before"
+
+# --- GET /products/{id} and GET /healthz -------------------------------------
+http GET "/products/$P"
+expect "GET /products/{id} answers 200" 200
+check "GET /products/{id}: {id, name, amount}" jq -e \
+    ".id == $P and .name == \"Widget\" and .amount == $(stock "$P") and (keys | length == 3)" <<<"$BODY"
+http GET /products/2147483647
+expect "GET /products/{id}: 404 product_not_found" 404 product_not_found
+http GET /products/abc
+expect "GET /products/abc: 400 invalid_product_id" 400 invalid_product_id
+http HEAD "/products/$P" -I
+expect "HEAD /products/{id} answers 200" 200
+
+http GET /healthz
+expect "GET /healthz answers 200" 200
+check "GET /healthz: both dependencies ok" jq -e \
+    '. == {"status": "ok", "postgres": "ok", "redis": "ok"}' <<<"$BODY"
+
+# --- Invariants after all of the above -----------------------------------------
+same "no lock key is left in Redis" "$(lock_keys)" 0
+same "invariant: initial stock = remaining + orders, for every product" \
+    "$(sql "SELECT COUNT(*) FROM products p WHERE p.amount + (SELECT COALESCE(SUM(amount), 0)
+        FROM orders o WHERE o.product_id = p.id) <> CASE p.id WHEN 1 THEN 5 WHEN $P THEN 10 END")" 0
+
+finish

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# commands.sh -- the commands a user types: make up, down, psql, reset and run
+# (with Ctrl-C), with the release build, on a stack of their own (its own
+# directory and ports, so it cannot touch a `make run` in progress).
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+
+export RUN_DIR PORT PGPORT REDIS_PORT
+RUN_DIR=$(mktemp -d /tmp/stock-cmd.XXXXXX)
+chmod 755 "$RUN_DIR"
+read -r PORT PGPORT REDIS_PORT <<<"$("$ROOT/tests/stack/free-port.sh" 3 | tr '\n' ' ')"
+export WORKERS=2 STOCK_BIN=$ROOT/build/stock-fcgi STACK=$ROOT/tests/stack/stack.sh
+export BASE_URL=http://127.0.0.1:$PORT
+# The sanitizer settings of the other suites do not apply to the release build.
+unset ASAN_OPTIONS UBSAN_OPTIONS LOCK_WAIT_MS
+. "$(dirname "$0")/lib.sh"
+trap '"$STACK" down >/dev/null 2>&1; rm -rf "$RUN_DIR" "$TMP"' EXIT
+
+mk() {
+    make -s -C "$ROOT" "$@" 2>&1
+}
+
+seed_buy() {
+    curl -s -X POST "$BASE_URL/buy/1" -H "Content-Type: application/json" -d '{"amount": 1}' |
+        jq -r .remaining
+}
+
+out=$(mk up)
+check "make up: prints the ready line" grep -qx "ready: http://127.0.0.1:$PORT" <<<"$out"
+same "make up: the seed's curl answers 200 with 4 remaining" "$(seed_buy)" 4
+check "make psql: runs SQL on the stack's database" grep -qxE ' +4' \
+    <<<"$(echo 'SELECT amount FROM products WHERE id = 1' | mk psql)"
+
+mk down >/dev/null
+same "make down: nothing is left running" "$("$STACK" status | grep -c running)" 0
+check "make down: the port is free again" eval "! curl -s -o /dev/null $BASE_URL/healthz"
+out=$(mk down)
+same "make down: a second time is harmless" "$?" 0
+
+mk up >/dev/null
+same "make up again: the data is kept (3 remaining after one more)" "$(seed_buy)" 3
+
+mk reset >/dev/null
+same "make reset: reseeds product 1 to 5 units" "$(sql 'SELECT amount FROM products WHERE id = 1')" 5
+same "make reset: no order is left" "$(sql 'SELECT COUNT(*) FROM orders')" 0
+same "make reset: purchases work right after" "$(seed_buy)" 4
+mk down >/dev/null
+
+# make run in the foreground, then Ctrl-C: SIGINT to its whole process group,
+# as a terminal sends it. A background job starts with SIGINT ignored, and a
+# shell cannot trap a signal ignored at its start: env restores the default.
+setsid env --default-signal=INT make -s -C "$ROOT" run >"$TMP/run.out" 2>&1 &
+runner=$!
+for ((i = 0; i < 600; i++)); do
+    grep -q '^ready: ' "$TMP/run.out" && break
+    sleep 0.1
+done
+check "make run: prints the ready line" grep -qx "ready: http://127.0.0.1:$PORT" "$TMP/run.out"
+same "make run: the seed's curl answers 200" "$(seed_buy)" 3
+kill -INT -- "-$runner"
+for ((i = 0; i < 300; i++)); do
+    kill -0 "$runner" 2>/dev/null || break
+    sleep 0.1
+done
+check "make run: Ctrl-C ends it" eval "! kill -0 $runner 2>/dev/null"
+same "make run: Ctrl-C stops every service" "$("$STACK" status | grep -c running)" 0
+
+finish

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# config.sh -- bad settings fail the start with a message naming them; the
+# nginx and docker-compose configurations are valid; sources are formatted.
+. "$(dirname "$0")/lib.sh"
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+STACK_DB="host='$RUN_DIR/sock' port=$PGPORT user=postgres dbname=redisdistributedlock"
+STACK_REDIS="unix://$RUN_DIR/sock/redis.sock"
+
+# rejects NAME=value: the responder refuses to start, naming NAME.
+rejects() {
+    local name=${1%%=*} err rc
+    err=$(env "$1" "$STOCK_BIN" 2>&1 </dev/null)
+    rc=$?
+    if [[ $rc == 2 && $err == *"$name"* ]]; then
+        ok "responder refuses $1"
+    else
+        not_ok "responder refuses $1" "exit $rc: $err"
+    fi
+}
+
+rejects LOCK_TTL_MS=abc
+rejects LOCK_TTL_MS=1000
+rejects LOCK_WAIT_MS=-5
+rejects STATEMENT_TIMEOUT_MS=10s
+rejects REDIS_TIMEOUT_MS=0
+rejects REDIS_URL=localhost:6379
+rejects DATABASE_URL="postgresql://host/db?nosuchoption=1"
+rejects LOG_LEVEL=loud
+
+"$STOCK_BIN" --help >/dev/null 2>&1
+same "--help exits 0" "$?" 0
+same "--version names the program" "$("$STOCK_BIN" --version)" "stock-fcgi 0.1.0"
+"$STOCK_BIN" --bogus >/dev/null 2>&1
+same "an unknown option exits 2" "$?" 2
+err=$("$STOCK_BIN" 2>&1 </dev/null)
+same "outside FastCGI (stdin not a socket) it prints usage and exits 2" "$?/${err:0:17}" \
+    "2/usage: stock-fcgi"
+
+out=$(DATABASE_URL=$STACK_DB REDIS_URL=$STACK_REDIS "$STOCK_BIN" --check-config 2>&1)
+same "--check-config against the stack exits 0" "$?" 0
+dead=$("$ROOT/tests/stack/free-port.sh" 1)
+out=$(DATABASE_URL=$STACK_DB REDIS_URL=redis://127.0.0.1:$dead "$STOCK_BIN" --check-config 2>&1)
+rc=$?
+check "--check-config with Redis down exits 1 and says why ($out)" \
+    test "$rc" = 1 -a -n "$(grep -i 'redis connect' <<<"$out")"
+
+for bad in WORKERS=0 WORKERS=many PORT=70000 PGPORT=-1 REDIS_PORT=6380x; do
+    out=$(env "$bad" RUN_DIR="$TMP/never" "$STACK" status 2>&1)
+    rc=$?
+    check "stack refuses $bad, naming ${bad%%=*}" test "$rc" != 0 -a -n "$(grep "${bad%%=*}" <<<"$out")"
+done
+
+# The docker-compose rendering of the nginx configuration, checked by nginx.
+"$ROOT/nginx/render.sh" "$TMP/nginx" LISTEN=3000 FCGI_SOCKET=/run/stock/stock.sock \
+    RUN_DIR="$TMP/nginx" ERROR_LOG=stderr ACCESS_LOG=/dev/stdout
+out=$(nginx -t -q -e stderr -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" 2>&1)
+same "nginx -t accepts the docker-compose rendering ($out)" "$?" 0
+out=$(nginx -t -q -e stderr -p "$RUN_DIR/nginx" -c "$RUN_DIR/nginx/nginx.conf" 2>&1)
+same "nginx -t accepts the test stack's rendering ($out)" "$?" 0
+out=$("$ROOT/nginx/render.sh" "$TMP/partial" LISTEN=1 2>&1)
+check "render.sh refuses to leave a placeholder unfilled" test $? != 0
+
+# Without the test stack's PORT, which compose would substitute.
+compose() {
+    (cd "$ROOT" && env -u PORT -u WORKERS -u LOCK_WAIT_MS docker-compose "$@")
+}
+out=$(compose config -q 2>&1)
+same "docker-compose config accepts docker-compose.yml ($out)" "$?" 0
+same "docker-compose publishes one port, nginx's, on loopback only" \
+    "$(compose config | grep -E '^ +- .*:[0-9]+/tcp$' | tr -d ' ')" "-127.0.0.1:3000:3000/tcp"
+
+out=$(cd "$ROOT" && make -s format-check 2>&1)
+same "C sources match .clang-format ($(head -c 300 <<<"$out"))" "$?" 0
+
+finish

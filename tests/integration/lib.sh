@@ -1,0 +1,174 @@
+# lib.sh -- sourced by every integration test: TAP output, HTTP and state
+# helpers. tests/run.sh provides the environment of the stack under test:
+#   BASE_URL   http://127.0.0.1:<port> (nginx)
+#   RUN_DIR    the stack's directory (sockets, logs, pids)
+#   PGPORT     PostgreSQL's port (names its unix socket)
+#   STACK      tests/stack/stack.sh, with the stack's settings in the environment
+#   STOCK_BIN  the responder binary the stack runs
+set -uo pipefail
+
+: "${BASE_URL:?} ${RUN_DIR:?} ${PGPORT:?} ${STACK:?} ${STOCK_BIN:?}"
+T_N=0
+T_FAIL=0
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+ok() {
+    T_N=$((T_N + 1))
+    echo "ok $T_N - $1"
+}
+
+# not_ok NAME [WHY...]
+not_ok() {
+    T_N=$((T_N + 1))
+    T_FAIL=$((T_FAIL + 1))
+    echo "not ok $T_N - $1"
+    shift
+    local why
+    for why in "$@"; do echo "#   $why"; done
+}
+
+# check NAME COMMAND...: passes when the command succeeds (its output is dropped).
+check() {
+    local name=$1
+    shift
+    if "$@" >/dev/null; then ok "$name"; else not_ok "$name" "failed: $*"; fi
+}
+
+# same NAME GOT WANT
+same() {
+    if [[ $2 == "$3" ]]; then ok "$1"; else not_ok "$1" "got '$2', want '$3'"; fi
+}
+
+finish() {
+    echo "1..$T_N"
+    exit $((T_FAIL > 0))
+}
+
+# http METHOD PATH [curl args...]: sets STATUS and BODY; headers in $TMP/headers.
+http() {
+    local method=$1 path=$2
+    shift 2
+    STATUS=$(curl -sS -o "$TMP/body" -D "$TMP/headers" -w '%{http_code}' -X "$method" "$@" \
+        "$BASE_URL$path") || STATUS=000
+    BODY=$(cat "$TMP/body")
+}
+
+# buy PATH BODY [curl args...]: a purchase as the demo's curl sends it.
+buy() {
+    local path=$1 body=$2
+    shift 2
+    http POST "$path" -H 'Content-Type: application/json' --data-binary "$body" "$@"
+}
+
+header() {
+    grep -i "^$1:" "$TMP/headers" | head -n 1 | cut -d: -f2- | tr -d '\r' | sed 's/^ *//'
+}
+
+# expect NAME STATUS [CODE]: the last answer had STATUS; with CODE, it is an
+# RFC 9457 problem (application/problem+json, type, title, status, detail)
+# with that code.
+expect() {
+    local name=$1 status=$2 code=${3:-} why=()
+    [[ $STATUS == "$status" ]] || why+=("status $STATUS, want $status")
+    if [[ -n $code ]]; then
+        [[ $(header Content-Type) == application/problem+json ]] ||
+            why+=("Content-Type '$(header Content-Type)'")
+        jq -e --arg code "$code" --argjson status "$status" '
+            .code == $code and .status == $status and .type == "tag:redisdistributedlock,2026:problem:" + $code
+            and (.title | type == "string") and (.detail | type == "string")' \
+            <<<"$BODY" >/dev/null 2>&1 || why+=("body: $BODY")
+    fi
+    if ((${#why[@]})); then not_ok "$name" "${why[@]}"; else ok "$name"; fi
+}
+
+sql() {
+    psql -X -qAt -v ON_ERROR_STOP=1 \
+        "host=$RUN_DIR/sock port=$PGPORT user=postgres dbname=redisdistributedlock" -c "$1"
+}
+
+rcli() {
+    redis-cli -s "$RUN_DIR/sock/redis.sock" "$@"
+}
+
+# new_product NAME STOCK: prints the new product's id.
+new_product() {
+    sql "INSERT INTO products (name, amount) VALUES ('$1', $2) RETURNING id"
+}
+
+stock() {
+    sql "SELECT amount FROM products WHERE id = $1"
+}
+
+sold() {
+    sql "SELECT COALESCE(SUM(amount), 0) FROM orders WHERE product_id = $1"
+}
+
+# Everything a purchase could change, as one line.
+snapshot() {
+    sql "SELECT (SELECT SUM(amount) FROM products) || '/' || (SELECT COUNT(*) FROM orders)"
+}
+
+lock_keys() {
+    rcli --scan --pattern 'lock:*' | wc -l
+}
+
+# The responder processes (children of multiwatch).
+workers() {
+    pgrep -P "$(cat "$RUN_DIR/app.pid")" | sort | tr '\n' ' '
+}
+
+# start_worker: one responder of our own under spawn-fcgi -n, on $TMP/w.sock,
+# as this shell's child (WORKER is its pid; `wait` gives its exit status),
+# connected to the stack's PostgreSQL and Redis. Settings come from the
+# environment, like LOCK_WAIT_MS.
+start_worker() {
+    rm -f "$TMP/w.sock"
+    DATABASE_URL="host='$RUN_DIR/sock' port=$PGPORT user=postgres dbname=redisdistributedlock" \
+        REDIS_URL="unix://$RUN_DIR/sock/redis.sock" \
+        spawn-fcgi -n -s "$TMP/w.sock" -- "$STOCK_BIN" 2>>"$TMP/w.log" &
+    WORKER=$!
+    for ((i = 0; i < 100; i++)); do
+        [[ -S $TMP/w.sock ]] && return 0
+        sleep 0.05
+    done
+}
+
+# fcgi_buy ID: buys one unit from start_worker's responder over FastCGI, as
+# nginx would ask; prints the raw CGI answer ("Status: 200 OK" ...).
+fcgi_buy() {
+    printf '{"amount": 1}' | env REQUEST_METHOD=POST DOCUMENT_URI="/buy/$1" \
+        CONTENT_TYPE=application/json CONTENT_LENGTH=13 cgi-fcgi -bind -connect "$TMP/w.sock"
+}
+
+# hold_row ID: a transaction in psql locks the product's row, so a purchase
+# of it waits inside PostgreSQL, provably in flight, until release_row.
+hold_row() {
+    psql -X -q "host=$RUN_DIR/sock port=$PGPORT user=postgres dbname=redisdistributedlock \
+        application_name=row-holder" \
+        -c "BEGIN; SELECT 1 FROM products WHERE id = $1 FOR UPDATE; SELECT pg_sleep(60)" \
+        >/dev/null 2>&1 &
+    for ((i = 0; i < 200; i++)); do
+        [[ -n $(sql "SELECT pid FROM pg_stat_activity WHERE application_name = 'row-holder'
+                     AND query LIKE '%pg_sleep%'") ]] && return 0
+        sleep 0.05
+    done
+}
+
+release_row() {
+    sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE application_name = 'row-holder'" >/dev/null
+}
+
+# waiting_purchase: prints the backend pid of a responder whose statement
+# waits for a row lock (empty if none shows up within 10 s).
+waiting_purchase() {
+    local pid
+    for ((i = 0; i < 200; i++)); do
+        pid=$(sql "SELECT pid FROM pg_stat_activity WHERE application_name = 'stock-fcgi'
+                   AND wait_event_type = 'Lock'")
+        [[ -n $pid ]] && break
+        sleep 0.05
+    done
+    echo "$pid"
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# signals.sh -- a responder told to stop (SIGTERM, SIGINT, SIGUSR1) finishes
+# the request in flight, then exits 0; an idle one exits at once; a crashed
+# one is replaced by multiwatch.
+#
+# Each case runs its own responder (start_worker), so this script is its
+# parent and sees its exit status.
+. "$(dirname "$0")/lib.sh"
+
+export LOCK_WAIT_MS=10000
+P=$(new_product "Signals" 10)
+
+for sig in TERM INT USR1; do
+    start_worker
+    # Hold the product's lock so the purchase is provably in flight when
+    # the signal arrives: it waits for the lock.
+    rcli SET "lock:product:$P" test-holder PX 30000 >/dev/null
+    fcgi_buy "$P" >"$TMP/answer" &
+    buyer=$!
+    sleep 0.5
+    kill "-$sig" "$WORKER"
+    sleep 0.3
+    check "SIG$sig: the worker is still finishing its request" kill -0 "$WORKER"
+    before=$(sold "$P")
+    rcli DEL "lock:product:$P" >/dev/null
+    wait "$buyer"
+    wait "$WORKER"
+    same "SIG$sig: the worker exits 0 after its request" "$?" 0
+    check "SIG$sig: the request in flight completed with 200" grep -q '^Status: 200' "$TMP/answer"
+    same "SIG$sig: and its purchase was recorded" "$(sold "$P")" "$((before + 1))"
+done
+
+# Idle, the worker sits in accept(): the signal must interrupt it (no
+# SA_RESTART), or it would wait for one more request. 10 s is a liveness
+# bound, not a measurement.
+start_worker
+sleep 0.3
+kill -TERM "$WORKER"
+for ((i = 0; i < 100; i++)); do
+    kill -0 "$WORKER" 2>/dev/null || break
+    sleep 0.1
+done
+check "SIGTERM while idle: the worker exits without another request" eval '! kill -0 "$WORKER" 2>/dev/null'
+kill -KILL "$WORKER" 2>/dev/null
+wait "$WORKER"
+same "SIGTERM while idle: the worker exits 0" "$?" 0
+same "no lock key is left in Redis" "$(lock_keys)" 0
+
+# multiwatch replaces a worker that crashes.
+before=$(workers)
+victim=${before%% *}
+kill -KILL "$victim"
+for ((i = 0; i < 50; i++)); do
+    after=$(workers)
+    [[ $(wc -w <<<"$after") == $(wc -w <<<"$before") && $after != *"$victim "* ]] && break
+    sleep 0.1
+done
+same "kill -9: multiwatch starts a replacement worker" "$(wc -w <<<"$after")" "$(wc -w <<<"$before")"
+check "kill -9: the killed worker is gone" test "${after/$victim /}" == "$after"
+buy "/buy/$P" '{"amount": 1}'
+expect "kill -9: purchases still succeed" 200
+
+finish
