@@ -94,6 +94,18 @@ for path in / /buy /buy/ /buy/1/ /buy/1/x /nope /products /healthz/x; do
     fi
 done
 
+# Errors nginx answers itself are problem+json too.
+http POST "/buy/$P%00" "${JSON[@]}" -d '{"amount": 1}'
+expect "nginx 400 bad_request: a NUL byte in the path" 400 bad_request
+http POST "/buy/$P?$(head -c 9000 /dev/zero | tr '\0' x)" "${JSON[@]}" -d '{"amount": 1}'
+expect "nginx 414 uri_too_long: a 9 KB request line" 414 uri_too_long
+http POST "/buy/$P" "${JSON[@]}" -H "X-Big: $(head -c 9000 /dev/zero | tr '\0' x)" -d '{"amount": 1}'
+expect "nginx 400 headers_too_large: a 9 KB header" 400 headers_too_large
+http TRACE "/buy/$P"
+expect "nginx 405 method_not_allowed: TRACE" 405 method_not_allowed
+http GET /.errors/bad_request
+expect "nginx 404 not_found: its error pages are not reachable from outside" 404 not_found
+
 same "bad input changed no stock and no order" "$(snapshot)" "$before"
 
 # --- 503 lock_timeout: the product is locked by someone else -------------------

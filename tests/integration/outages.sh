@@ -39,6 +39,16 @@ outage() {
 outage redis Redis
 outage postgres PostgreSQL
 same "after both outages: 2 units sold in all" "$(sold "$P")" 2
+
+# The responders themselves down: nginx answers for them, in the same format.
+"$STACK" stop app
+buy "/buy/$P" '{"amount": 1}'
+expect "responders down: nginx answers 503 service_unavailable" 503 service_unavailable
+same "responders down: Retry-After is sent" "$(header Retry-After)" 1
+"$STACK" up >/dev/null
+buy "/buy/$P" '{"amount": 1}'
+expect "responders back: purchases succeed" 200
+same "after all outages: 3 units sold in all" "$(sold "$P")" 3
 same "no lock key is left in Redis" "$(lock_keys)" 0
 
 # The connection breaks while the purchase statement runs: the client cannot
