@@ -226,16 +226,15 @@ int config_load(struct config *cfg, config_lookup_fn lookup, char *err, size_t e
         return fail(err, errlen, "LOG_LEVEL must be one of error, warn, info, debug");
 
     /* The lock must outlive the longest critical section: the SET reply, the
-     * purchase statement and the follow-up read (each bounded by
-     * statement_timeout) and the release command. A shorter TTL would let a
-     * slow but healthy purchase lose its lock. */
-    long critical = 2L * cfg->statement_timeout_ms + 2L * cfg->redis_timeout_ms;
+     * purchase statement and the follow-up read (each given up on after
+     * statement_timeout + STATEMENT_GRACE_MS) and the release command. A
+     * shorter TTL would let a slow but healthy purchase lose its lock. */
+    long critical = 2L * (cfg->statement_timeout_ms + STATEMENT_GRACE_MS + cfg->redis_timeout_ms);
     if (cfg->lock_ttl_ms <= critical) {
-        snprintf(
-            err, errlen,
-            "LOCK_TTL_MS (%d) must exceed 2 x (STATEMENT_TIMEOUT_MS + REDIS_TIMEOUT_MS) = %ld, "
-            "the longest time a purchase may hold the lock",
-            cfg->lock_ttl_ms, critical);
+        snprintf(err, errlen,
+                 "LOCK_TTL_MS (%d) must exceed 2 x (STATEMENT_TIMEOUT_MS + %d + "
+                 "REDIS_TIMEOUT_MS) = %ld, the longest time a purchase may hold the lock",
+                 cfg->lock_ttl_ms, STATEMENT_GRACE_MS, critical);
         return -1;
     }
     return 0;

@@ -1,4 +1,5 @@
 /* store.c -- see store.h. */
+#include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -8,6 +9,7 @@
 
 #include <libpq-fe.h>
 
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "store.h"
@@ -36,6 +38,8 @@ static const char sql_stock[] = "SELECT amount FROM products WHERE id = $1";
 
 static const char sql_product[] = "SELECT id, name, amount FROM products WHERE id = $1";
 
+static const char sql_ping[] = "SELECT 1";
+
 struct statement {
     const char *name, *sql;
     int nparams;
@@ -45,6 +49,7 @@ static const struct statement statements[] = {
     {"buy", sql_buy, 2},
     {"stock", sql_stock, 1},
     {"product", sql_product, 1},
+    {"ping", sql_ping, 0},
 };
 
 static void set_err(struct store *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -99,18 +104,68 @@ static enum store_status fail(struct store *st, const PGresult *res, const char 
     return store_classify_sqlstate(state);
 }
 
+/* libpq has no client-side timeout for a query: statement_timeout is
+ * enforced by the server, so a server that hangs (SIGSTOP, a stalled VM)
+ * would hang the worker, with the product's lock held. So every statement
+ * is sent asynchronously and awaited until a deadline, statement_timeout
+ * plus STATEMENT_GRACE_MS. Past it the connection is dropped; a purchase
+ * then has an unknown outcome, since the server may still run it. */
+static enum store_status await_result(struct store *st, const char *what, int writes,
+                                      PGresult **res)
+{
+    int timeout = st->cfg->statement_timeout_ms + STATEMENT_GRACE_MS;
+    int64_t deadline = clock_ms() + timeout;
+    while (PQisBusy(st->conn)) {
+        int64_t left = deadline - clock_ms();
+        struct pollfd pfd = {.fd = PQsocket(st->conn), .events = POLLIN};
+        if (left <= 0 || (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)) {
+            set_err(st, "postgres %s: no answer within %d ms; connection dropped", what, timeout);
+            store_close(st);
+            st->prepared = 0;
+            return writes ? STORE_UNKNOWN : STORE_UNAVAILABLE;
+        }
+        if (PQconsumeInput(st->conn) == 0)
+            break; /* the connection broke: PQgetResult reports it */
+    }
+    /* One statement, one result; read to the end so the connection is idle. */
+    PGresult *r;
+    *res = NULL;
+    while ((r = PQgetResult(st->conn)) != NULL) {
+        if (*res == NULL)
+            *res = r;
+        else
+            PQclear(r);
+    }
+    return STORE_OK;
+}
+
+/* Checks a result against the status it should have; on a mismatch records
+ * why, clears it and classifies the failure. */
+static enum store_status expect(struct store *st, PGresult **res, ExecStatusType want,
+                                const char *what, int writes)
+{
+    if (*res != NULL && PQresultStatus(*res) == want)
+        return STORE_OK;
+    enum store_status rc = fail(st, *res, what, writes);
+    PQclear(*res);
+    *res = NULL;
+    return rc;
+}
+
 static int prepare_all(struct store *st)
 {
     static const Oid types[] = {INT4OID, INT4OID};
     for (size_t i = 0; i < sizeof statements / sizeof statements[0]; i++) {
         const struct statement *s = &statements[i];
-        PGresult *res = PQprepare(st->conn, s->name, s->sql, s->nparams, types);
-        int ok = res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK;
-        if (!ok)
-            fail(st, res, "prepare", 0);
-        PQclear(res);
-        if (!ok)
+        PGresult *res;
+        if (!PQsendPrepare(st->conn, s->name, s->sql, s->nparams, types)) {
+            fail(st, NULL, "prepare", 0);
             return -1;
+        }
+        if (await_result(st, "prepare", 0, &res) != STORE_OK ||
+            expect(st, &res, PGRES_COMMAND_OK, "prepare", 0) != STORE_OK)
+            return -1;
+        PQclear(res);
     }
     st->prepared = 1;
     return 0;
@@ -161,7 +216,8 @@ enum store_status store_ready(struct store *st)
          * notices a server that has gone (restart, pg_terminate_backend)
          * before a purchase is sent into a dead socket. The notice and the
          * end-of-file may take two reads. */
-        while (PQstatus(st->conn) == CONNECTION_OK && input_pending(st->conn)) {
+        for (int i = 0; i < 8 && PQstatus(st->conn) == CONNECTION_OK && input_pending(st->conn);
+             i++) {
             if (PQconsumeInput(st->conn) == 0)
                 log_info("postgres connection lost: %s", PQerrorMessage(st->conn));
         }
@@ -193,16 +249,34 @@ void store_close(struct store *st)
     st->conn = NULL;
 }
 
-/* Runs a prepared statement with n <= 2 int4 parameters in text format. */
-static PGresult *exec(struct store *st, const char *name, int n, const int32_t *args)
+/* Runs a prepared statement with n <= 2 int4 parameters in text format.
+ * STORE_OK with *res set to its rows (the caller clears it), STORE_NOT_FOUND
+ * when there are none. writes: see fail(). */
+static enum store_status query_rows(struct store *st, const char *name, int writes, int n,
+                                    const int32_t *args, PGresult **res)
 {
+    *res = NULL;
+    enum store_status rc = store_ready(st);
+    if (rc != STORE_OK)
+        return rc;
     char text[2][16];
     const char *values[2];
     for (int i = 0; i < n; i++) {
         snprintf(text[i], sizeof text[i], "%" PRId32, args[i]);
         values[i] = text[i];
     }
-    return PQexecPrepared(st->conn, name, n, values, NULL, NULL, 0);
+    /* A send that fails sent nothing the server could run. */
+    if (!PQsendQueryPrepared(st->conn, name, n, values, NULL, NULL, 0))
+        return fail(st, NULL, name, 0);
+    rc = await_result(st, name, writes, res);
+    if (rc == STORE_OK)
+        rc = expect(st, res, PGRES_TUPLES_OK, name, writes);
+    if (rc == STORE_OK && PQntuples(*res) == 0) {
+        PQclear(*res);
+        *res = NULL;
+        return STORE_NOT_FOUND;
+    }
+    return rc;
 }
 
 static int64_t get_int(const PGresult *res, int row, int col)
@@ -210,35 +284,12 @@ static int64_t get_int(const PGresult *res, int row, int col)
     return strtoll(PQgetvalue(res, row, col), NULL, 10);
 }
 
-/* Runs a single-row query: STORE_OK with *res set to the result (the
- * caller clears it), STORE_NOT_FOUND when it found no row. writes: see fail(). */
-static enum store_status query_row(struct store *st, const char *name, int writes, int n,
-                                   const int32_t *args, PGresult **res)
-{
-    enum store_status rc = store_ready(st);
-    if (rc != STORE_OK)
-        return rc;
-    *res = exec(st, name, n, args);
-    if (*res == NULL || PQresultStatus(*res) != PGRES_TUPLES_OK) {
-        rc = fail(st, *res, name, writes);
-        PQclear(*res);
-        *res = NULL;
-        return rc;
-    }
-    if (PQntuples(*res) == 0) {
-        PQclear(*res);
-        *res = NULL;
-        return STORE_NOT_FOUND;
-    }
-    return STORE_OK;
-}
-
 enum store_status store_buy(struct store *st, int32_t product, int32_t amount, struct order *out,
                             int64_t *available)
 {
     const int32_t args[2] = {product, amount};
     PGresult *res;
-    enum store_status rc = query_row(st, "buy", 1, 2, args, &res);
+    enum store_status rc = query_rows(st, "buy", 1, 2, args, &res);
     if (rc == STORE_OK) {
         out->id = get_int(res, 0, 0);
         out->remaining = get_int(res, 0, 1);
@@ -252,7 +303,7 @@ enum store_status store_buy(struct store *st, int32_t product, int32_t amount, s
 
     /* Nothing was bought. Whether the product is missing or short only
      * changes the answer, never the stock, so a race here cannot matter. */
-    rc = query_row(st, "stock", 0, 1, args, &res);
+    rc = query_rows(st, "stock", 0, 1, args, &res);
     if (rc != STORE_OK)
         return rc;
     *available = get_int(res, 0, 0);
@@ -263,7 +314,7 @@ enum store_status store_buy(struct store *st, int32_t product, int32_t amount, s
 enum store_status store_product(struct store *st, int32_t id, struct product *out)
 {
     PGresult *res;
-    enum store_status rc = query_row(st, "product", 0, 1, &id, &res);
+    enum store_status rc = query_rows(st, "product", 0, 1, &id, &res);
     if (rc != STORE_OK)
         return rc;
     out->id = (int32_t)get_int(res, 0, 0);
@@ -282,12 +333,8 @@ enum store_status store_product(struct store *st, int32_t id, struct product *ou
 
 enum store_status store_ping(struct store *st)
 {
-    enum store_status rc = store_ready(st);
-    if (rc != STORE_OK)
-        return rc;
-    PGresult *res = PQexec(st->conn, "SELECT 1");
-    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
-        rc = fail(st, res, "ping", 0);
+    PGresult *res;
+    enum store_status rc = query_rows(st, "ping", 0, 0, NULL, &res);
     PQclear(res);
     return rc;
 }

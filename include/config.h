@@ -17,6 +17,12 @@
 #define CONFIG_URL_MAX 1024
 #define CONFIG_ERR_MAX 256
 
+/* statement_timeout is enforced by the server; a server that hangs would
+ * never send the error. The store gives up on a statement this long after
+ * statement_timeout would have fired (see store.c), and the lock TTL must
+ * cover that bound too. */
+#define STATEMENT_GRACE_MS 500
+
 /* Where Redis lives: a TCP host and port, or a unix socket path. */
 struct redis_target {
     char host[256]; /* empty for a unix socket */

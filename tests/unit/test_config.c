@@ -84,9 +84,10 @@ static void config_rejects_bad_values_naming_the_variable(void)
 
 static void config_requires_ttl_above_critical_section(void)
 {
-    static const char *const too_short[] = {"LOCK_TTL_MS=2500", "STATEMENT_TIMEOUT_MS=1000",
+    /* 2 x (1000 + 500 grace + 250) = 3500 */
+    static const char *const too_short[] = {"LOCK_TTL_MS=3500", "STATEMENT_TIMEOUT_MS=1000",
                                             "REDIS_TIMEOUT_MS=250", NULL};
-    static const char *const enough[] = {"LOCK_TTL_MS=2501", "STATEMENT_TIMEOUT_MS=1000",
+    static const char *const enough[] = {"LOCK_TTL_MS=3501", "STATEMENT_TIMEOUT_MS=1000",
                                          "REDIS_TIMEOUT_MS=250", NULL};
     struct config cfg;
     char err[CONFIG_ERR_MAX];
