@@ -183,6 +183,18 @@ void lock_client_close(struct lock_client *lc)
     drop(lc);
 }
 
+static redisReply *run_release(struct lock_client *lc, const struct lock *lk)
+{
+    redisReply *r = command(lc, "EVALSHA %s 1 %s %s", lc->release_sha, lk->key, lk->token);
+    /* The script cache is empty after a Redis restart or SCRIPT FLUSH:
+     * EVAL runs the script and caches it again. */
+    if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+        freeReplyObject(r);
+        r = command(lc, "EVAL %s 1 %s %s", release_script, lk->key, lk->token);
+    }
+    return r;
+}
+
 enum lock_status lock_ready(struct lock_client *lc)
 {
     if (lc->redis != NULL) {
@@ -198,6 +210,14 @@ enum lock_status lock_ready(struct lock_client *lc)
     if (lc->redis == NULL && connect_redis(lc) < 0) {
         log_warn("%s", lc->err);
         return LOCK_UNAVAILABLE;
+    }
+    if (lc->unreleased.key[0] != '\0') {
+        redisReply *r = run_release(lc, &lc->unreleased);
+        if (r == NULL)
+            return LOCK_UNAVAILABLE;
+        log_info("released %s, left over from a failed command", lc->unreleased.key);
+        freeReplyObject(r);
+        lc->unreleased.key[0] = '\0';
     }
     return LOCK_OK;
 }
@@ -254,25 +274,13 @@ enum lock_status lock_acquire(struct lock_client *lc, int32_t product, struct lo
     }
 }
 
-static redisReply *run_release(struct lock_client *lc, const struct lock *lk)
-{
-    redisReply *r = command(lc, "EVALSHA %s 1 %s %s", lc->release_sha, lk->key, lk->token);
-    /* The script cache is empty after a Redis restart or SCRIPT FLUSH:
-     * EVAL runs the script and caches it again. */
-    if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
-        freeReplyObject(r);
-        r = command(lc, "EVAL %s 1 %s %s", release_script, lk->key, lk->token);
-    }
-    return r;
-}
-
 enum lock_status lock_release(struct lock_client *lc, const struct lock *lk)
 {
-    if (lock_ready(lc) != LOCK_OK)
+    redisReply *r = lock_ready(lc) == LOCK_OK ? run_release(lc, lk) : NULL;
+    if (r == NULL) {
+        lc->unreleased = *lk; /* for the next call that reaches Redis */
         return LOCK_UNAVAILABLE;
-    redisReply *r = run_release(lc, lk);
-    if (r == NULL)
-        return LOCK_UNAVAILABLE;
+    }
     enum lock_status st = LOCK_UNAVAILABLE;
     if (r->type == REDIS_REPLY_INTEGER)
         st = r->integer == 1 ? LOCK_OK : LOCK_LOST;

@@ -14,7 +14,10 @@
  *
  * One hiredis connection per worker process. Every command is bounded by
  * REDIS_TIMEOUT_MS; after any connection error the context is dropped and the
- * next call reconnects, so a Redis restart needs no worker restart. */
+ * next call reconnects, so a Redis restart needs no worker restart. A lock
+ * whose release failed (or whose SET timed out, and may have been applied)
+ * is released on the next call that reaches Redis, rather than left to block
+ * its product until its TTL. */
 #ifndef STOCK_LOCK_H
 #define STOCK_LOCK_H
 
@@ -30,17 +33,18 @@ enum lock_status {
     LOCK_LOST         /* release: the lock had expired; someone else may hold it */
 };
 
+struct lock {
+    char key[32];   /* lock:product:{id}; empty for no lock */
+    char token[33]; /* 32 hex digits */
+};
+
 struct lock_client {
     const struct config *cfg;
     struct redisContext *redis;
-    char release_sha[41]; /* SHA1 of the release script on this server */
-    uint64_t rng;         /* xorshift state for backoff jitter */
+    char release_sha[41];   /* SHA1 of the release script on this server */
+    uint64_t rng;           /* xorshift state for backoff jitter */
+    struct lock unreleased; /* a lock we may hold but could not release */
     char err[256];
-};
-
-struct lock {
-    char key[32];   /* lock:product:{id} */
-    char token[33]; /* 32 hex digits */
 };
 
 /* Connects. Returns 0, or -1 if Redis is not reachable yet: the client stays
