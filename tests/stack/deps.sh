@@ -9,7 +9,7 @@ set -eu
 PACKAGES="gcc make pkg-config libc6-dev
 libfcgi-dev libhiredis-dev libpq-dev libjson-c-dev
 spawn-fcgi multiwatch nginx redis-server postgresql postgresql-client
-curl jq libfcgi-bin docker-compose clang-format"
+curl jq docker-compose clang-format"
 
 missing=""
 for p in $PACKAGES; do

@@ -29,6 +29,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+CALLER_DIR=$PWD
 DB_NAME=redisdistributedlock
 
 die() {
@@ -49,7 +50,7 @@ PORT=$(setting PORT 3000 1 65535)
 PGPORT=$(setting PGPORT 5433 1 65535)
 REDIS_PORT=$(setting REDIS_PORT 6380 1 65535)
 WORKERS=$(setting WORKERS 4 1 256)
-STOCK_BIN=${STOCK_BIN:-$ROOT/build/stock-fcgi}
+STOCK_BIN=$(realpath -m "${STOCK_BIN:-$ROOT/build/stock-fcgi}")
 
 if [[ $(id -u) -eq 0 ]]; then
     STACK_USER=postgres
@@ -88,6 +89,9 @@ prepare_run_dir() {
     mkdir -p "$SOCK" "$LOG" "$RUN/redis" "$RUN/nginx" "$RUN/bin"
     [[ $(id -u) -eq 0 ]] && chown -R "$STACK_USER:" "$SOCK" "$LOG" "$RUN/redis" "$RUN/nginx" "$RUN/bin"
     chmod 700 "$SOCK"
+    # The daemons start from here: the stack's user may not enter the caller's
+    # directory (initdb and pg_ctl complain if they cannot).
+    cd "$RUN"
 }
 
 pg_bin() {
@@ -120,6 +124,11 @@ stop_pid() {
         sleep 0.1
     done
     echo "stack: $name did not stop within ${secs}s; killing it" >&2
+    # Its children first (multiwatch's workers), or they would outlive it.
+    local child
+    for child in $(cat "/proc/$pid/task/"*/children 2>/dev/null); do
+        kill -KILL "$child" 2>/dev/null || true
+    done
     kill -KILL "$pid" 2>/dev/null || true
     rm -f "$pidfile"
 }
@@ -322,6 +331,7 @@ status) status ;;
 stop) stop "$@" ;;
 psql)
     pg_running || die "the stack is not running: start it with make up"
+    cd "$CALLER_DIR" # so \i and \o paths mean what the user expects
     psql "host=$SOCK port=$PGPORT user=postgres dbname=$DB_NAME" "$@"
     ;;
 reset) reset ;;
