@@ -25,11 +25,13 @@ UNIT_SRC = $(wildcard tests/unit/*.c)
 BIN      = build/stock-fcgi
 ASAN_BIN = build/asan/stock-fcgi
 UNIT_BIN = build/asan/unit-tests
+FCGI_REQ = build/fcgi-request
 
 OBJ      = $(SRC:%.c=build/obj/%.o)
 ASAN_OBJ = $(SRC:%.c=build/asan/obj/%.o) $(UNIT_SRC:%.c=build/asan/obj/%.o)
 
 STACK    = tests/stack/stack.sh
+FORMATTED = app/*.c include/*.h tests/unit/*.c tests/unit/*.h tests/integration/*.c
 
 .PHONY: all asan deps run up down psql reset test test-unit format format-check clean
 
@@ -50,6 +52,11 @@ $(ASAN_BIN): $(filter build/asan/obj/app/%,$(ASAN_OBJ))
 $(UNIT_BIN): $(LIB_SRC:%.c=build/asan/obj/%.o) $(UNIT_SRC:%.c=build/asan/obj/%.o)
 	$(CC) $(CFLAGS) $(SANITIZE) $(LDFLAGS) -o $@ $^ $(LIBS)
 
+# A strict FastCGI client for the integration tests.
+$(FCGI_REQ): tests/integration/fcgi_request.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(CFLAGS) -D_POSIX_C_SOURCE=200809L -o $@ $<
+
 build/asan/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) $(CFLAGS) $(SANITIZE) $(DEPFLAGS) -MMD -MP -c -o $@ $<
@@ -59,11 +66,11 @@ deps:
 	@tests/stack/deps.sh
 
 run: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory -s all
 	@$(STACK) run
 
 up: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory -s all
 	@$(STACK) up
 
 down:
@@ -76,17 +83,17 @@ reset: deps
 	@$(STACK) reset
 
 test: deps
-	@$(MAKE) --no-print-directory all asan
+	@$(MAKE) --no-print-directory all asan $(FCGI_REQ)
 	@tests/run.sh
 
 test-unit: asan
 	@$(UNIT_BIN)
 
 format:
-	clang-format -i app/*.c include/*.h tests/unit/*.c tests/unit/*.h
+	clang-format -i $(FORMATTED)
 
 format-check:
-	clang-format --dry-run --Werror app/*.c include/*.h tests/unit/*.c tests/unit/*.h
+	clang-format --dry-run --Werror $(FORMATTED)
 
 clean:
 	rm -rf build

@@ -71,6 +71,7 @@ same "docker-compose publishes one port, nginx's, on loopback only" \
     "$(compose config | grep -E '^ +- .*:[0-9]+/tcp$' | tr -d ' ')" "-127.0.0.1:3000:3000/tcp"
 
 out=$(cd "$ROOT" && make -s format-check 2>&1)
-same "C sources match .clang-format ($(head -c 300 <<<"$out"))" "$?" 0
+rc=$?
+same "C sources match .clang-format ($(head -c 300 <<<"$out"))" "$rc" 0
 
 finish

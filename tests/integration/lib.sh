@@ -8,6 +8,7 @@
 set -uo pipefail
 
 : "${BASE_URL:?} ${RUN_DIR:?} ${PGPORT:?} ${STACK:?} ${STOCK_BIN:?}"
+FCGI_REQUEST=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build/fcgi-request
 T_N=0
 T_FAIL=0
 TMP=$(mktemp -d)
@@ -134,11 +135,26 @@ start_worker() {
     done
 }
 
+# stop_worker [SIG]: signals start_worker's responder (TERM by default) and
+# waits for it, 10 s at most: a worker that ignores the signal is killed so
+# the suite cannot hang. Its exit status is in STOPPED (137 when killed).
+stop_worker() {
+    kill "-${1:-TERM}" "$WORKER" 2>/dev/null
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$WORKER" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$WORKER" 2>/dev/null
+    wait "$WORKER"
+    STOPPED=$?
+}
+
 # fcgi_buy ID: buys one unit from start_worker's responder over FastCGI, as
-# nginx would ask; prints the raw CGI answer ("Status: 200 OK" ...).
+# nginx would ask; prints the raw CGI answer ("Status: 200 OK" ...) and fails
+# unless the responder ended the request properly (FCGI_END_REQUEST).
 fcgi_buy() {
-    printf '{"amount": 1}' | env REQUEST_METHOD=POST DOCUMENT_URI="/buy/$1" \
-        CONTENT_TYPE=application/json CONTENT_LENGTH=13 cgi-fcgi -bind -connect "$TMP/w.sock"
+    printf '{"amount": 1}' | "$FCGI_REQUEST" "$TMP/w.sock" REQUEST_METHOD=POST \
+        DOCUMENT_URI="/buy/$1" CONTENT_TYPE=application/json CONTENT_LENGTH=13
 }
 
 # hold_row ID: a transaction in psql locks the product's row, so a purchase

@@ -40,9 +40,8 @@ check "the purchase completes with 200" grep -q '^Status: 200' "$TMP/answer"
 same "its release left the other owner's lock in place" "$(rcli GET "lock:product:$P")" another-owner
 check "and the worker logged that its lock had expired" grep -q 'lock expired before release' "$TMP/w.log"
 rcli DEL "lock:product:$P" >/dev/null
-kill "$WORKER"
-wait "$WORKER"
-same "the worker exits 0" "$?" 0
+stop_worker
+same "the worker exits 0 on SIGTERM" "$STOPPED" 0
 
 same "no lock key is left in Redis" "$(lock_keys)" 0
 finish

@@ -51,6 +51,94 @@ expect "responders back: purchases succeed" 200
 same "after all outages: 3 units sold in all" "$(sold "$P")" 3
 same "no lock key is left in Redis" "$(lock_keys)" 0
 
+# A server that hangs (SIGSTOP: accepts connections, never answers) must not
+# hang a worker: every Redis command and every PostgreSQL statement has a
+# client-side deadline. curl's --max-time is the liveness bound of the test.
+pause() { kill -STOP "$@"; }
+resume() { kill -CONT "$@"; }
+pg_pids() {
+    local pm
+    pm=$(head -n 1 "$RUN_DIR/pgdata/postmaster.pid")
+    echo "$pm" $(cat "/proc/$pm/task/"*/children)
+}
+
+R=$(new_product "Hung Redis" 10)
+pause "$(cat "$RUN_DIR/redis.pid")"
+buy "/buy/$R" '{"amount": 1}' --max-time 20
+expect "Redis hung: purchase answers 503 service_unavailable, no hang" 503 service_unavailable
+http GET /healthz --max-time 20
+check "Redis hung: /healthz names redis as down" jq -e '.redis == "down"' <<<"$BODY"
+resume "$(cat "$RUN_DIR/redis.pid")"
+same "Redis hung: nothing was sold" "$(sold "$R")" 0
+# The SET that timed out ran when Redis woke up: a lock nobody was told
+# about. It expires by its TTL at the latest; the worker that set it gives
+# it back as soon as it reaches Redis again.
+for ((i = 0; i < 50; i++)); do
+    buy "/buy/$R" '{"amount": 1}' --max-time 20
+    [[ $STATUS == 200 ]] && break
+done
+expect "Redis back: the product sells again" 200
+
+# Deterministically, with a worker of our own: its SET times out, Redis
+# wakes up and applies it; the worker's next request releases it.
+W=$(new_product "Hung Redis, own worker" 10)
+REDIS_TIMEOUT_MS=200 start_worker
+pause "$(cat "$RUN_DIR/redis.pid")"
+fcgi_buy "$W" >"$TMP/answer"
+check "Redis hung: the worker answers 503" grep -q '^Status: 503' "$TMP/answer"
+resume "$(cat "$RUN_DIR/redis.pid")"
+for ((i = 0; i < 100; i++)); do
+    [[ $(rcli EXISTS "lock:product:$W") == 1 ]] && break
+    sleep 0.05
+done
+same "Redis woke up and applied the timed-out SET" "$(rcli EXISTS "lock:product:$W")" 1
+fcgi_buy "$W" >"$TMP/answer"
+check "the worker's next request succeeds" grep -q '^Status: 200' "$TMP/answer"
+same "and it gave the left-over lock back first" "$(rcli EXISTS "lock:product:$W")" 0
+stop_worker
+
+H=$(new_product "Hung PostgreSQL" 10)
+pids=$(pg_pids)
+# shellcheck disable=SC2086
+pause $pids
+buy "/buy/$H" '{"amount": 1}' --max-time 20
+expect "PostgreSQL hung: purchase answers 503 service_unavailable, no hang" 503 service_unavailable
+check "PostgreSQL hung: the answer says the outcome is unknown" jq -e \
+    '.detail | contains("may or may not")' <<<"$BODY"
+http GET /healthz --max-time 20
+check "PostgreSQL hung: /healthz names postgres as down" jq -e '.postgres == "down"' <<<"$BODY"
+# shellcheck disable=SC2086
+resume $pids
+# The statement was already in the server's socket: it may run on waking.
+for ((i = 0; i < 50; i++)); do
+    buy "/buy/$H" '{"amount": 1}' --max-time 20
+    [[ $STATUS == 200 ]] && break
+    sleep 0.1
+done
+expect "PostgreSQL back: the product sells again" 200
+# Here the uncertain purchase did commit on waking (2) or not (1); never twice.
+check "PostgreSQL back: the uncertain purchase counted at most once ($(sold "$H") sold)" \
+    test "$(sold "$H")" -ge 1 -a "$(sold "$H")" -le 2
+same "PostgreSQL back: stock + orders = 10" "$(($(stock "$H") + $(sold "$H")))" 10
+
+# A backend ended while its worker was idle (pg_terminate_backend, a restart):
+# the worker notices before its next purchase and reconnects; the purchase
+# succeeds instead of failing on the dead connection.
+T=$(new_product "Terminated backend" 10)
+start_worker
+fcgi_buy "$T" >"$TMP/answer"
+check "a worker of our own buys" grep -q '^Status: 200' "$TMP/answer"
+sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'stock-fcgi'" \
+    >/dev/null
+for ((i = 0; i < 100; i++)); do
+    [[ $(sql "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'stock-fcgi'") == 0 ]] &&
+        break
+    sleep 0.05
+done
+fcgi_buy "$T" >"$TMP/answer"
+check "after its backend was terminated, its next purchase succeeds" grep -q '^Status: 200' "$TMP/answer"
+stop_worker
+
 # The connection breaks while the purchase statement runs: the client cannot
 # know whether it committed, and the answer says so. The statement waits on a
 # row lock (hold_row) so it is provably in flight; a worker of our own with a
@@ -66,8 +154,7 @@ kill -KILL "$backend" # no goodbye: the client sees the socket close
 wait "$buyer"
 check "lost connection: the answer is 503 service_unavailable" grep -q '^Status: 503' "$TMP/answer"
 check "lost connection: the answer says the outcome is unknown" grep -q 'may or may not' "$TMP/answer"
-kill "$WORKER" 2>/dev/null
-wait "$WORKER" 2>/dev/null
+stop_worker
 # PostgreSQL restarts every backend after one is killed; wait for it.
 for ((i = 0; i < 100; i++)); do
     sql "SELECT 1" >/dev/null 2>&1 && break

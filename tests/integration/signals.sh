@@ -10,40 +10,48 @@
 export LOCK_WAIT_MS=10000
 P=$(new_product "Signals" 10)
 
+set_calls() {
+    rcli INFO commandstats | sed -n 's/^cmdstat_set:calls=\([0-9]*\),.*/\1/p'
+}
+
+# Waits (10 s at most) until someone tries to SET a lock after the count $1.
+wait_for_lock_attempt() {
+    for ((i = 0; i < 200; i++)); do
+        (($(set_calls) > $1)) && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
 for sig in TERM INT USR1; do
     start_worker
     # Hold the product's lock so the purchase is provably in flight when
     # the signal arrives: it waits for the lock.
     rcli SET "lock:product:$P" test-holder PX 30000 >/dev/null
+    calls=$(set_calls)
     fcgi_buy "$P" >"$TMP/answer" &
     buyer=$!
-    sleep 0.5
+    check "SIG$sig: the purchase is in flight, waiting for the lock" wait_for_lock_attempt "$calls"
     kill "-$sig" "$WORKER"
     sleep 0.3
     check "SIG$sig: the worker is still finishing its request" kill -0 "$WORKER"
     before=$(sold "$P")
     rcli DEL "lock:product:$P" >/dev/null
     wait "$buyer"
-    wait "$WORKER"
-    same "SIG$sig: the worker exits 0 after its request" "$?" 0
+    same "SIG$sig: the answer is a complete FastCGI response (END_REQUEST)" "$?" 0
+    stop_worker "$sig" # already on its way out: this only waits
+    same "SIG$sig: the worker exits 0 after its request" "$STOPPED" 0
     check "SIG$sig: the request in flight completed with 200" grep -q '^Status: 200' "$TMP/answer"
     same "SIG$sig: and its purchase was recorded" "$(sold "$P")" "$((before + 1))"
 done
 
 # Idle, the worker sits in accept(): the signal must interrupt it (no
-# SA_RESTART), or it would wait for one more request. 10 s is a liveness
-# bound, not a measurement.
+# SA_RESTART), or it would wait for one more request. stop_worker waits 10 s,
+# a liveness bound rather than a measurement, then kills it.
 start_worker
 sleep 0.3
-kill -TERM "$WORKER"
-for ((i = 0; i < 100; i++)); do
-    kill -0 "$WORKER" 2>/dev/null || break
-    sleep 0.1
-done
-check "SIGTERM while idle: the worker exits without another request" eval '! kill -0 "$WORKER" 2>/dev/null'
-kill -KILL "$WORKER" 2>/dev/null
-wait "$WORKER"
-same "SIGTERM while idle: the worker exits 0" "$?" 0
+stop_worker TERM
+same "SIGTERM while idle: the worker exits 0 without another request" "$STOPPED" 0
 same "no lock key is left in Redis" "$(lock_keys)" 0
 
 # multiwatch replaces a worker that crashes.
