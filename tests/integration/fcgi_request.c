@@ -8,12 +8,14 @@
  * with FCGI_END_REQUEST. cgi-fcgi treats a connection closed early as a
  * complete answer; a worker that forgets FCGX_Finish_r must fail a test.
  *
- * Exit status: 0 complete, 3 closed without END_REQUEST, 2 usage or I/O error. */
+ * Exit status: 0 complete, 3 closed without END_REQUEST, 4 no answer within
+ * 30 s (a hung worker must fail a test, not hang it), 2 usage or I/O error. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -110,6 +112,10 @@ static int read_answer(int fd)
     for (;;) {
         unsigned char h[8];
         int rc = read_all(fd, h, sizeof h);
+        if (rc < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            fprintf(stderr, "fcgi-request: no answer within 30 s\n");
+            return 4;
+        }
         if (rc == 1) {
             fprintf(stderr, "fcgi-request: connection closed without FCGI_END_REQUEST\n");
             return 3;
@@ -139,7 +145,9 @@ int main(int argc, char **argv)
         return 2;
     strcpy(addr.sun_path, argv[1]);
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+    struct timeval limit = {.tv_sec = 30};
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit) < 0) {
         perror("fcgi-request: connect");
         return 2;
     }
