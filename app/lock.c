@@ -215,7 +215,8 @@ enum lock_status lock_ready(struct lock_client *lc)
         redisReply *r = run_release(lc, &lc->unreleased);
         if (r == NULL)
             return LOCK_UNAVAILABLE;
-        log_info("released %s, left over from a failed command", lc->unreleased.key);
+        if (r->type == REDIS_REPLY_INTEGER && r->integer == 1)
+            log_info("released %s, left over from a failed command", lc->unreleased.key);
         freeReplyObject(r);
         lc->unreleased.key[0] = '\0';
     }

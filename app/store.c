@@ -221,18 +221,24 @@ enum store_status store_ready(struct store *st)
             if (PQconsumeInput(st->conn) == 0)
                 log_info("postgres connection lost: %s", PQerrorMessage(st->conn));
         }
+        if (PQstatus(st->conn) != CONNECTION_OK) {
+            st->prepared = 0;
+            PQreset(st->conn);
+        }
     }
     if (PQstatus(st->conn) != CONNECTION_OK) {
-        st->prepared = 0;
-        PQreset(st->conn);
-        if (PQstatus(st->conn) != CONNECTION_OK) {
-            set_err(st, "postgres connect: %s", PQerrorMessage(st->conn));
+        set_err(st, "postgres connect: %s", PQerrorMessage(st->conn));
+        return STORE_UNAVAILABLE;
+    }
+    if (!st->prepared) {
+        if (prepare_all(st) < 0) {
+            /* Start the next attempt from a fresh session: some statements
+             * may exist already, and preparing them again would fail. */
+            store_close(st);
             return STORE_UNAVAILABLE;
         }
         log_info("postgres connected");
     }
-    if (!st->prepared && prepare_all(st) < 0)
-        return STORE_UNAVAILABLE;
     return STORE_OK;
 }
 
