@@ -104,39 +104,64 @@ static enum store_status fail(struct store *st, const PGresult *res, const char 
     return store_classify_sqlstate(state);
 }
 
-/* libpq has no client-side timeout for a query: statement_timeout is
+static int is_error(const PGresult *res)
+{
+    ExecStatusType s = PQresultStatus(res);
+    return s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK;
+}
+
+/* Waits until libpq has a result ready, or the deadline passes (-1). */
+static int wait_input(struct store *st, int64_t deadline)
+{
+    while (PQisBusy(st->conn)) {
+        int64_t left = deadline - clock_ms();
+        struct pollfd pfd = {.fd = PQsocket(st->conn), .events = POLLIN};
+        if (left <= 0 || (poll(&pfd, 1, (int)left) < 0 && errno != EINTR))
+            return -1;
+        if (PQconsumeInput(st->conn) == 0)
+            return 0; /* the connection broke: PQgetResult reports it */
+    }
+    return 0;
+}
+
+/* Collects the outcome of the statement just sent, into *res (NULL if there
+ * was none).
+ *
+ * libpq has no client-side timeout for a query: statement_timeout is
  * enforced by the server, so a server that hangs (SIGSTOP, a stalled VM)
- * would hang the worker, with the product's lock held. So every statement
- * is sent asynchronously and awaited until a deadline, statement_timeout
- * plus STATEMENT_GRACE_MS. Past it the connection is dropped; a purchase
- * then has an unknown outcome, since the server may still run it. */
+ * would hang the worker, with the product's lock held. So the answer is
+ * awaited until statement_timeout plus STATEMENT_GRACE_MS; past that the
+ * connection is dropped, and a purchase has an unknown outcome, since the
+ * server may still run it.
+ *
+ * Every result is read, up to the end: an implicit transaction commits at
+ * Sync, after the rows have arrived, so a failed COMMIT (a deferred
+ * constraint, a serialization failure) is a second, error result. An error
+ * anywhere is the outcome; rows alone are not proof of a commit. */
 static enum store_status await_result(struct store *st, const char *what, int writes,
                                       PGresult **res)
 {
     int timeout = st->cfg->statement_timeout_ms + STATEMENT_GRACE_MS;
     int64_t deadline = clock_ms() + timeout;
-    while (PQisBusy(st->conn)) {
-        int64_t left = deadline - clock_ms();
-        struct pollfd pfd = {.fd = PQsocket(st->conn), .events = POLLIN};
-        if (left <= 0 || (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)) {
-            set_err(st, "postgres %s: no answer within %d ms; connection dropped", what, timeout);
-            store_close(st);
-            st->prepared = 0;
-            return writes ? STORE_UNKNOWN : STORE_UNAVAILABLE;
-        }
-        if (PQconsumeInput(st->conn) == 0)
-            break; /* the connection broke: PQgetResult reports it */
-    }
-    /* One statement, one result; read to the end so the connection is idle. */
     PGresult *r;
     *res = NULL;
-    while ((r = PQgetResult(st->conn)) != NULL) {
-        if (*res == NULL)
+    for (;;) {
+        if (wait_input(st, deadline) < 0) {
+            PQclear(*res);
+            *res = NULL;
+            set_err(st, "postgres %s: no answer within %d ms; connection dropped", what, timeout);
+            store_close(st);
+            return writes ? STORE_UNKNOWN : STORE_UNAVAILABLE;
+        }
+        if ((r = PQgetResult(st->conn)) == NULL)
+            return STORE_OK;
+        if (*res == NULL || (is_error(r) && !is_error(*res))) {
+            PQclear(*res);
             *res = r;
-        else
+        } else {
             PQclear(r);
+        }
     }
-    return STORE_OK;
 }
 
 /* Checks a result against the status it should have; on a mismatch records
@@ -178,14 +203,6 @@ static void notice_to_log(void *arg, const char *message)
     log_info("postgres: %.*s", (int)strcspn(message, "\n"), message);
 }
 
-/* An idle connection has nothing to read unless the server spoke first:
- * typically a shutdown notice followed by end-of-file. */
-static int input_pending(PGconn *conn)
-{
-    struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN};
-    return poll(&pfd, 1, 0) > 0;
-}
-
 static void connect_db(struct store *st)
 {
     /* Timeouts travel as connection options, so every reconnect (PQreset)
@@ -203,42 +220,53 @@ static void connect_db(struct store *st)
         PQsetNoticeProcessor(st->conn, notice_to_log, NULL);
 }
 
+/* Reads what an idle connection received: nothing, unless the server spoke
+ * first, typically a shutdown notice followed by end-of-file. It costs no
+ * round trip and finds a server that has gone (restart,
+ * pg_terminate_backend) before a statement is sent into a dead socket. The
+ * notice and the end-of-file may take two reads. Returns 1 if the
+ * connection is usable, with its statements prepared. */
+static int usable(struct store *st)
+{
+    if (st->conn == NULL)
+        return 0;
+    for (int i = 0; i < 8 && PQstatus(st->conn) == CONNECTION_OK; i++) {
+        struct pollfd pfd = {.fd = PQsocket(st->conn), .events = POLLIN};
+        if (poll(&pfd, 1, 0) <= 0)
+            break;
+        if (PQconsumeInput(st->conn) == 0)
+            log_info("postgres connection lost: %s", PQerrorMessage(st->conn));
+    }
+    if (PQstatus(st->conn) != CONNECTION_OK) {
+        set_err(st, "postgres connection lost: %s", PQerrorMessage(st->conn));
+        return 0;
+    }
+    return st->prepared;
+}
+
 enum store_status store_ready(struct store *st)
 {
-    if (st->conn == NULL) {
+    if (usable(st))
+        return STORE_OK;
+    if (st->conn == NULL)
         connect_db(st);
-        if (st->conn == NULL) {
-            set_err(st, "postgres: out of memory");
-            return STORE_UNAVAILABLE;
-        }
-    } else {
-        /* Reading what an idle connection received costs no round trip and
-         * notices a server that has gone (restart, pg_terminate_backend)
-         * before a purchase is sent into a dead socket. The notice and the
-         * end-of-file may take two reads. */
-        for (int i = 0; i < 8 && PQstatus(st->conn) == CONNECTION_OK && input_pending(st->conn);
-             i++) {
-            if (PQconsumeInput(st->conn) == 0)
-                log_info("postgres connection lost: %s", PQerrorMessage(st->conn));
-        }
-        if (PQstatus(st->conn) != CONNECTION_OK) {
-            st->prepared = 0;
-            PQreset(st->conn);
-        }
+    else if (PQstatus(st->conn) != CONNECTION_OK)
+        PQreset(st->conn);
+    if (st->conn == NULL) {
+        set_err(st, "postgres: out of memory");
+        return STORE_UNAVAILABLE;
     }
     if (PQstatus(st->conn) != CONNECTION_OK) {
         set_err(st, "postgres connect: %s", PQerrorMessage(st->conn));
         return STORE_UNAVAILABLE;
     }
-    if (!st->prepared) {
-        if (prepare_all(st) < 0) {
-            /* Start the next attempt from a fresh session: some statements
-             * may exist already, and preparing them again would fail. */
-            store_close(st);
-            return STORE_UNAVAILABLE;
-        }
-        log_info("postgres connected");
+    if (prepare_all(st) < 0) {
+        /* Start the next attempt from a fresh session: some statements may
+         * exist already, and preparing them again would fail. */
+        store_close(st);
+        return STORE_UNAVAILABLE;
     }
+    log_info("postgres connected");
     return STORE_OK;
 }
 
@@ -253,18 +281,24 @@ void store_close(struct store *st)
 {
     PQfinish(st->conn); /* accepts NULL */
     st->conn = NULL;
+    st->prepared = 0;
 }
 
 /* Runs a prepared statement with n <= 2 int4 parameters in text format.
  * STORE_OK with *res set to its rows (the caller clears it), STORE_NOT_FOUND
- * when there are none. writes: see fail(). */
-static enum store_status query_rows(struct store *st, const char *name, int writes, int n,
-                                    const int32_t *args, PGresult **res)
+ * when there are none. writes: see fail(). With reconnect 0 a connection
+ * that is not usable fails at once, for statements run under the lock. */
+static enum store_status query_rows(struct store *st, const char *name, int writes, int reconnect,
+                                    int n, const int32_t *args, PGresult **res)
 {
     *res = NULL;
-    enum store_status rc = store_ready(st);
-    if (rc != STORE_OK)
-        return rc;
+    if (reconnect) {
+        enum store_status rc = store_ready(st);
+        if (rc != STORE_OK)
+            return rc;
+    } else if (!usable(st)) {
+        return STORE_UNAVAILABLE;
+    }
     char text[2][16];
     const char *values[2];
     for (int i = 0; i < n; i++) {
@@ -274,7 +308,7 @@ static enum store_status query_rows(struct store *st, const char *name, int writ
     /* A send that fails sent nothing the server could run. */
     if (!PQsendQueryPrepared(st->conn, name, n, values, NULL, NULL, 0))
         return fail(st, NULL, name, 0);
-    rc = await_result(st, name, writes, res);
+    enum store_status rc = await_result(st, name, writes, res);
     if (rc == STORE_OK)
         rc = expect(st, res, PGRES_TUPLES_OK, name, writes);
     if (rc == STORE_OK && PQntuples(*res) == 0) {
@@ -295,7 +329,7 @@ enum store_status store_buy(struct store *st, int32_t product, int32_t amount, s
 {
     const int32_t args[2] = {product, amount};
     PGresult *res;
-    enum store_status rc = query_rows(st, "buy", 1, 2, args, &res);
+    enum store_status rc = query_rows(st, "buy", 1, 0, 2, args, &res);
     if (rc == STORE_OK) {
         out->id = get_int(res, 0, 0);
         out->remaining = get_int(res, 0, 1);
@@ -309,7 +343,7 @@ enum store_status store_buy(struct store *st, int32_t product, int32_t amount, s
 
     /* Nothing was bought. Whether the product is missing or short only
      * changes the answer, never the stock, so a race here cannot matter. */
-    rc = query_rows(st, "stock", 0, 1, args, &res);
+    rc = query_rows(st, "stock", 0, 0, 1, args, &res);
     if (rc != STORE_OK)
         return rc;
     *available = get_int(res, 0, 0);
@@ -320,7 +354,7 @@ enum store_status store_buy(struct store *st, int32_t product, int32_t amount, s
 enum store_status store_product(struct store *st, int32_t id, struct product *out)
 {
     PGresult *res;
-    enum store_status rc = query_rows(st, "product", 0, 1, &id, &res);
+    enum store_status rc = query_rows(st, "product", 0, 1, 1, &id, &res);
     if (rc != STORE_OK)
         return rc;
     out->id = (int32_t)get_int(res, 0, 0);
@@ -340,7 +374,7 @@ enum store_status store_product(struct store *st, int32_t id, struct product *ou
 enum store_status store_ping(struct store *st)
 {
     PGresult *res;
-    enum store_status rc = query_rows(st, "ping", 0, 0, NULL, &res);
+    enum store_status rc = query_rows(st, "ping", 0, 1, 0, NULL, &res);
     PQclear(res);
     return rc;
 }

@@ -4,11 +4,14 @@
  * purchase is one conditional statement (UPDATE ... WHERE amount >= $2) that
  * PostgreSQL re-checks under its row lock, backed by CHECK (amount >= 0).
  *
- * One connection per worker process, opened at start and kept. Every call
- * first makes sure the connection is usable (reconnecting and re-preparing
- * the statements if the server went away), and never leaves a transaction
- * open: each statement runs in autocommit, so it is committed when its
- * result arrives, and store_buy() returns STORE_OK only then.
+ * One connection per worker process, opened at start and kept. Calls make
+ * sure the connection is usable (reconnecting and re-preparing the
+ * statements if the server went away), except store_buy(), which runs under
+ * the lock. No call leaves a transaction open: each statement is its own
+ * transaction, and its outcome is read to the end (ReadyForQuery), so
+ * store_buy() returns STORE_OK only once the COMMIT succeeded. Every
+ * statement has a client-side deadline, statement_timeout +
+ * STATEMENT_GRACE_MS.
  *
  * Errors are returned as codes; the detail for the log is kept in st->err. */
 #ifndef STOCK_STORE_H
@@ -61,9 +64,13 @@ enum store_status store_ready(struct store *st);
 /* Buys amount units of product: decrements the stock and records the order
  * in one transaction. STORE_OK fills *out after COMMIT. STORE_INSUFFICIENT
  * sets *available to the stock seen after the refusal. STORE_UNAVAILABLE
- * means nothing was bought; STORE_UNKNOWN that the connection broke before
- * PostgreSQL answered, so the purchase may have committed. It is never
- * retried here, for that reason. */
+ * means nothing was bought; STORE_UNKNOWN that PostgreSQL did not answer
+ * (the connection broke, or the deadline passed), so the purchase may have
+ * committed. It is never retried here, for that reason.
+ *
+ * It does not reconnect: call store_ready() first, before taking the lock,
+ * so that a reconnect never stretches the time the lock is held. A
+ * connection lost since then answers STORE_UNAVAILABLE. */
 enum store_status store_buy(struct store *st, int32_t product, int32_t amount, struct order *out,
                             int64_t *available);
 

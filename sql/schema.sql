@@ -10,7 +10,12 @@ CREATE TABLE IF NOT EXISTS products (
 );
 
 -- The last guard against overselling: even a buggy statement cannot take the
--- stock below zero. Added separately so the demo's existing table gets it too.
+-- stock below zero. And a stock is a number: NULL would read as "0 left" to
+-- a buyer and slip past the CHECK. Both are added separately so the demo's
+-- existing table gets them too (a NULL stock there stops this script, which
+-- is the point: decide what it should be).
+ALTER TABLE products ALTER COLUMN amount SET NOT NULL;
+
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_constraint
