@@ -16,6 +16,6 @@ void clock_sleep_us(int64_t us)
     if (us <= 0)
         return;
     struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000};
-    /* EINTR is fine: see clock.h. */
+    /* EINTR only shortens the sleep: see clock.h. */
     nanosleep(&ts, NULL);
 }

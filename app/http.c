@@ -5,9 +5,8 @@
 #include "request.h"
 #include "response.h"
 
-/* How much trailing input is read and thrown away at most. nginx sends
- * exactly CONTENT_LENGTH bytes, so this only matters for a misbehaving
- * peer, which must not keep a worker reading forever. */
+/* How much unread input is thrown away at most: a peer that keeps sending
+ * must not keep a worker reading forever. */
 #define DRAIN_MAX (64 * 1024)
 
 void http_request_init(struct http_request *req, FCGX_Request *fcgi)
@@ -21,13 +20,11 @@ void http_request_init(struct http_request *req, FCGX_Request *fcgi)
         req->method = "";
 }
 
-/* Reads to the end of stdin so libfcgi sees the empty STDIN record that
- * ends the request, whatever the handler did with the body. */
-static void drain(FCGX_Stream *in)
+void http_discard_input(struct http_request *req)
 {
     char scratch[1024];
     int got, total = 0;
-    while (total < DRAIN_MAX && (got = FCGX_GetStr(scratch, sizeof scratch, in)) > 0)
+    while (total < DRAIN_MAX && (got = FCGX_GetStr(scratch, sizeof scratch, req->in)) > 0)
         total += got;
 }
 
@@ -41,7 +38,6 @@ enum problem http_read_body(struct http_request *req, char *buf, size_t cap, siz
         if (got < 0 || (size_t)got != want)
             p = PROBLEM_INVALID_JSON; /* the body ended before CONTENT_LENGTH */
     }
-    drain(req->in);
     *len = p == PROBLEM_NONE ? want : 0;
     return p;
 }

@@ -30,7 +30,7 @@ static void on_stop(int sig)
     FCGX_ShutdownPending(); /* async-signal-safe: it only sets a flag */
 }
 
-static int install_signals(void)
+static int install_signals(sigset_t *stop_signals)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -42,6 +42,10 @@ static int install_signals(void)
     if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0 ||
         sigaction(SIGUSR1, &sa, NULL) < 0)
         return -1;
+    sigemptyset(stop_signals);
+    sigaddset(stop_signals, SIGTERM);
+    sigaddset(stop_signals, SIGINT);
+    sigaddset(stop_signals, SIGUSR1);
     /* hiredis writes with plain write(): a dead Redis or nginx must give
      * EPIPE, not kill the worker. */
     return signal(SIGPIPE, SIG_IGN) == SIG_ERR ? -1 : 0;
@@ -92,8 +96,10 @@ static void serve(struct worker *w, FCGX_Request *fcgi)
     int64_t start = clock_ms();
 
     http_request_init(&req, fcgi);
+    log_debug("%s %s: accepted", req.method, req.path ? req.path : "-");
     response_init(&res);
     worker_handle(w, &req, &res);
+    http_discard_input(&req);
     if (http_send(fcgi->out, &res) < 0)
         log_info("%s %s: client went away before the answer was sent", req.method,
                  req.path ? req.path : "-");
@@ -128,7 +134,8 @@ int main(int argc, char **argv)
     if (opt[0] != '\0')
         return check_config(&cfg);
 
-    if (install_signals() < 0 || FCGX_Init() != 0) {
+    sigset_t stop_signals;
+    if (install_signals(&stop_signals) < 0 || FCGX_Init() != 0) {
         fprintf(stderr, "stock-fcgi: cannot initialise signals or libfcgi\n");
         return 1;
     }
@@ -148,12 +155,24 @@ int main(int argc, char **argv)
         worker_close(&w);
         return 1;
     }
-    /* FCGX_Accept_r() first finishes the previous request. */
+    /* The stop signals may interrupt only the wait in accept(). libfcgi 2.4.2
+     * does not retry a read or write that a signal interrupts, and hiredis
+     * fails a connect that one interrupts, so during a request they are
+     * blocked: one that arrives then is held until the answer is finished,
+     * and ends the loop at the next accept. (A signal that lands after
+     * accept() but while libfcgi reads the request's parameters still drops
+     * that connection; nothing has been bought then.) */
     int rc = 0;
-    while (!stopping && (rc = FCGX_Accept_r(&fcgi)) == 0)
+    sigprocmask(SIG_BLOCK, &stop_signals, NULL);
+    while (!stopping) {
+        sigprocmask(SIG_UNBLOCK, &stop_signals, NULL);
+        rc = FCGX_Accept_r(&fcgi);
+        sigprocmask(SIG_BLOCK, &stop_signals, NULL);
+        if (rc < 0)
+            break;
         serve(&w, &fcgi);
-    /* The last answer is complete only once its request is finished. */
-    FCGX_Finish_r(&fcgi);
+        FCGX_Finish_r(&fcgi); /* now, not inside the next FCGX_Accept_r() */
+    }
     FCGX_Free(&fcgi, 1);
     worker_close(&w);
 

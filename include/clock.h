@@ -10,8 +10,8 @@
 /* Milliseconds on CLOCK_MONOTONIC. */
 int64_t clock_ms(void);
 
-/* Sleeps about us microseconds. A signal may end the sleep early; callers
- * re-check their deadline, which is what lets SIGTERM stop a wait promptly. */
+/* Sleeps about us microseconds (less if a signal interrupts it; callers
+ * re-check their deadline anyway). */
 void clock_sleep_us(int64_t us);
 
 #endif

@@ -27,11 +27,15 @@ struct http_request {
  * to libfcgi and live until the next FCGX_Accept_r(). */
 void http_request_init(struct http_request *req, FCGX_Request *fcgi);
 
-/* Reads exactly CONTENT_LENGTH bytes (at most cap) into buf, then drains
- * whatever follows so libfcgi ends the request cleanly.
+/* Reads exactly CONTENT_LENGTH bytes (at most cap) into buf.
  * Returns PROBLEM_NONE, PROBLEM_PAYLOAD_TOO_LARGE, or PROBLEM_INVALID_JSON
  * when the length is malformed or the body ended early. */
 enum problem http_read_body(struct http_request *req, char *buf, size_t cap, size_t *len);
+
+/* Reads and discards what is left of the request body (64 KiB at most).
+ * Called before every answer: over TCP, closing a connection with unread
+ * input resets it, and nginx could lose the answer. */
+void http_discard_input(struct http_request *req);
 
 /* Writes status, headers and body. Returns 0, or -1 if nginx (or the client
  * behind it) has gone away; the caller only logs that. */
