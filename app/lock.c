@@ -215,10 +215,12 @@ enum lock_status lock_ready(struct lock_client *lc)
         redisReply *r = run_release(lc, &lc->unreleased);
         if (r == NULL)
             return LOCK_UNAVAILABLE;
-        if (r->type == REDIS_REPLY_INTEGER && r->integer == 1)
-            log_info("released %s, left over from a failed command", lc->unreleased.key);
+        if (r->type == REDIS_REPLY_INTEGER) {
+            if (r->integer == 1)
+                log_info("released %s, left over from a failed command", lc->unreleased.key);
+            lc->unreleased.key[0] = '\0';
+        }
         freeReplyObject(r);
-        lc->unreleased.key[0] = '\0';
     }
     return LOCK_OK;
 }

@@ -17,7 +17,9 @@
  * next call reconnects, so a Redis restart needs no worker restart. A lock
  * whose release failed (or whose SET timed out, and may have been applied)
  * is released on the next call that reaches Redis, rather than left to block
- * its product until its TTL. */
+ * its product until its TTL. Only the most recent one is remembered: a worker
+ * fails at most one purchase per outage before it stops reaching Redis, and
+ * any older one still expires by its TTL. */
 #ifndef STOCK_LOCK_H
 #define STOCK_LOCK_H
 
@@ -43,7 +45,7 @@ struct lock_client {
     struct redisContext *redis;
     char release_sha[41];   /* SHA1 of the release script on this server */
     uint64_t rng;           /* xorshift state for backoff jitter */
-    struct lock unreleased; /* a lock we may hold but could not release */
+    struct lock unreleased; /* the last lock we may hold but could not release */
     char err[256];
 };
 
