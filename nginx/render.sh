@@ -18,6 +18,14 @@ script=""
 for pair in "CONF_DIR=$out" "$@"; do
     name=${pair%%=*}
     value=${pair#*=}
+    # Values go between double quotes in the templates.
+    case $value in
+    *'"'* | *'
+'*)
+        echo "render.sh: $name must not contain a double quote or a newline" >&2
+        exit 1
+        ;;
+    esac
     # Escape what sed's replacement treats specially.
     value=$(printf '%s' "$value" | sed 's/[\\|&]/\\&/g')
     script="${script}s|@${name}@|${value}|g;"
