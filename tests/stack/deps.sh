@@ -39,7 +39,11 @@ if [ ! -e "$policy" ]; then
     chmod +x "$policy"
     own_policy=yes
 fi
-trap '[ "$own_policy" = yes ] && rm -f "$policy"' EXIT
+# Removed however this script ends: left behind, it would block every
+# service start on the host.
+cleanup() { [ "$own_policy" = yes ] && rm -f "$policy"; }
+trap cleanup EXIT
+trap 'cleanup; exit 1' INT TERM HUP
 # shellcheck disable=SC2086
 if ! apt-get install -y --no-install-recommends $missing; then
     apt-get update

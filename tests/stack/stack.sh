@@ -62,36 +62,47 @@ else
 fi
 as_user() { "${AS_USER[@]}" "$@"; }
 
-# The state directory, owned by the stack's user. When root uses the default
-# .run inside a checkout that account cannot enter (under /root, say), .run
-# becomes a link to a directory under /var/tmp that it can.
+# The state directory. Only the commands that start something create it (and,
+# as root, hand what they create to the stack's user); the others just look.
+# When root uses the default .run in a checkout the stack's account cannot
+# enter (under /root, say), .run becomes a link to a directory under /var/tmp.
 prepare_run_dir() {
-    local dir=${RUN_DIR:-$ROOT/.run}
-    mkdir -p "$dir"
-    if [[ $(id -u) -eq 0 ]]; then
-        chown "$STACK_USER:" "$dir"
+    local create=$1 dir=${RUN_DIR:-$ROOT/.run} d
+    if [[ ! -e $dir ]]; then
+        [[ $create == yes ]] || return 1
+        mkdir -p "$dir"
+        [[ $(id -u) -eq 0 ]] && chown "$STACK_USER:" "$dir"
         if ! as_user test -w "$dir" && [[ -z ${RUN_DIR:-} ]]; then
             local alt
             alt=/var/tmp/redisdistributedlock-$(printf '%s' "$ROOT" | md5sum | cut -c1-12)
-            mkdir -p "$alt"
-            chown "$STACK_USER:" "$alt"
-            rmdir "$dir" 2>/dev/null || true
-            [[ -e $dir ]] || ln -s "$alt" "$dir"
+            [[ -d $alt ]] || install -d -o "$STACK_USER" "$alt"
+            rmdir "$dir"
+            ln -s "$alt" "$dir"
         fi
     fi
     RUN=$(cd "$dir" && pwd -P)
-    as_user test -w "$RUN" || die "$STACK_USER cannot write to $RUN"
     SOCK=$RUN/sock
     LOG=$RUN/log
     PGDATA=$RUN/pgdata
-    # sun_path holds 108 bytes; the longest socket is .s.PGSQL.<port>.lock.
-    ((${#SOCK} <= 80)) || die "$SOCK is too long for a unix socket path: set RUN_DIR to a shorter path"
-    mkdir -p "$SOCK" "$LOG" "$RUN/redis" "$RUN/nginx" "$RUN/bin"
-    [[ $(id -u) -eq 0 ]] && chown -R "$STACK_USER:" "$SOCK" "$LOG" "$RUN/redis" "$RUN/nginx" "$RUN/bin"
-    chmod 700 "$SOCK"
     # The daemons start from here: the stack's user may not enter the caller's
     # directory (initdb and pg_ctl complain if they cannot).
     cd "$RUN"
+    [[ $create == yes ]] || return 0
+    as_user test -w "$RUN" || die "$STACK_USER cannot write to $RUN (as root, the stack runs as $STACK_USER)"
+    # sun_path holds 108 bytes; the longest socket is .s.PGSQL.<port>.lock.
+    ((${#SOCK} <= 80)) || die "$SOCK is too long for a unix socket path: set RUN_DIR to a shorter path"
+    for d in "$SOCK" "$LOG" "$RUN/redis" "$RUN/nginx" "$RUN/bin"; do
+        [[ -d $d ]] || install -d -o "$STACK_USER" "$d"
+    done
+    chmod 700 "$SOCK"
+}
+
+# A libpq connection string for the stack's database; values are quoted, so
+# a directory with spaces works.
+conninfo() {
+    local host=${SOCK//\\/\\\\}
+    host=${host//\'/\\\'}
+    printf "host='%s' port=%s user=postgres dbname=%s" "$host" "$PGPORT" "$1"
 }
 
 pg_bin() {
@@ -134,7 +145,7 @@ stop_pid() {
 }
 
 psql_stack() {
-    PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 "host=$SOCK port=$PGPORT user=postgres dbname=$1" "${@:2}"
+    PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 "$(conninfo "$1")" "${@:2}"
 }
 
 pg_running() {
@@ -161,6 +172,7 @@ CONF
     [[ $(id -u) -eq 0 ]] && chown "$STACK_USER:" "$PGDATA/stack.conf"
     as_user "$(pg_bin pg_ctl)" -D "$PGDATA" -l "$LOG/postgres.log" -w -t 60 start >/dev/null ||
         die "PostgreSQL did not start: see $LOG/postgres.log"
+    STARTED+=(postgres)
     if [[ $fresh == yes ]]; then
         psql_stack postgres -c "CREATE DATABASE $DB_NAME"
         psql_stack "$DB_NAME" -f "$ROOT/sql/schema.sql"
@@ -195,6 +207,7 @@ pidfile "$RUN/redis.pid"
 logfile "$LOG/redis.log"
 CONF
     as_user redis-server "$RUN/redis/redis.conf" || die "Redis did not start: see $LOG/redis.log"
+    STARTED+=(redis)
     for ((i = 0; i < 100; i++)); do
         [[ $(redis_cli ping 2>/dev/null) == PONG ]] && return 0
         sleep 0.1
@@ -210,7 +223,8 @@ CONF
 start_app() {
     alive "$(pid_of "$RUN/app.pid")" && return 0
     install -m 755 "$STOCK_BIN" "$RUN/bin/stock-fcgi"
-    export DATABASE_URL="host='$SOCK' port=$PGPORT user=postgres dbname=$DB_NAME"
+    DATABASE_URL=$(conninfo "$DB_NAME")
+    export DATABASE_URL
     export REDIS_URL="unix://$SOCK/redis.sock"
     # A bad setting fails here with its message, not as a crash loop.
     as_user "$RUN/bin/stock-fcgi" --check-config >/dev/null || die "the responder cannot start"
@@ -219,6 +233,7 @@ start_app() {
         "$(command -v multiwatch)" -f "$WORKERS" -r 3 -t 1000 -- "$RUN/bin/stock-fcgi" \
         </dev/null >>"$LOG/app.log" 2>&1 &
     echo $! >"$RUN/app.pid"
+    STARTED+=(app)
     for ((i = 0; i < 100; i++)); do
         [[ -S $SOCK/stock.sock ]] && return 0
         alive "$!" || break
@@ -234,6 +249,7 @@ start_nginx() {
         "RUN_DIR=$RUN/nginx" "ERROR_LOG=$LOG/nginx-error.log" "ACCESS_LOG=$LOG/nginx-access.log"
     as_user nginx -e "$LOG/nginx-error.log" -p "$RUN/nginx" -c "$RUN/nginx/nginx.conf" ||
         die "nginx did not start (is port $PORT free?): see $LOG/nginx-error.log"
+    STARTED+=(nginx)
 }
 
 wait_ready() {
@@ -249,15 +265,22 @@ wait_ready() {
     die "$url did not answer 200 within 30s: see the logs in $LOG"
 }
 
+# Starts whatever is not running yet. A start that fails half-way stops what
+# this call started, and leaves alone what was running before.
 up() {
-    # A start that fails half-way stops what it started.
-    trap 'echo "stack: start failed; stopping what was started" >&2; down' EXIT
+    STARTED=()
+    trap 'echo "stack: start failed; stopping what was started" >&2; stop_started' EXIT
     start_postgres
     start_redis
     start_app
     start_nginx
     wait_ready
     trap - EXIT
+}
+
+stop_started() {
+    local i
+    for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do stop "${STARTED[i]}"; done
 }
 
 stop() {
@@ -322,7 +345,17 @@ reset() {
 
 cmd=${1:-}
 [[ $# -gt 0 ]] && shift
-prepare_run_dir
+case $cmd in
+run | up | reset) prepare_run_dir yes ;;
+down | status | stop | psql)
+    # No state directory: nothing was ever started here.
+    if ! prepare_run_dir no; then # no state directory: nothing was ever started here
+        [[ $cmd == psql ]] && die "the stack is not running: start it with make up"
+        [[ $cmd == status ]] && echo "not running (no ${RUN_DIR:-.run} yet)"
+        exit 0
+    fi
+    ;;
+esac
 case $cmd in
 run) run ;;
 up) up ;;
@@ -332,7 +365,7 @@ stop) stop "$@" ;;
 psql)
     pg_running || die "the stack is not running: start it with make up"
     cd "$CALLER_DIR" # so \i and \o paths mean what the user expects
-    psql "host=$SOCK port=$PGPORT user=postgres dbname=$DB_NAME" "$@"
+    psql "$(conninfo "$DB_NAME")" "$@"
     ;;
 reset) reset ;;
 *)
