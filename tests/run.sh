@@ -32,11 +32,17 @@ suite() {
     rm -f "$out"
 }
 
+# The unit tests report sanitizer errors on stderr, in their own output.
+suite unit build/asan/unit-tests
+
 # The stack under test runs the ASan+UBSan build of the responder. Sanitizer
 # reports go to files, which the "sanitizers" check below looks for.
+# RUN_DIR itself does not exist yet: the stack creates it, and as root hands
+# it to the account its daemons run as.
 export RUN_DIR
-RUN_DIR=$(mktemp -d /tmp/stock-test.XXXXXX)
-chmod 755 "$RUN_DIR"
+TEST_DIR=$(mktemp -d /tmp/stock-test.XXXXXX)
+chmod 755 "$TEST_DIR"
+RUN_DIR=$TEST_DIR/stack
 export PORT PGPORT REDIS_PORT
 read -r PORT PGPORT REDIS_PORT <<<"$(tests/stack/free-port.sh 3 | tr '\n' ' ')"
 export WORKERS=4
@@ -46,16 +52,17 @@ export LOCK_WAIT_MS=3000
 export STOCK_BIN=$ROOT/build/asan/stock-fcgi
 export STACK=$ROOT/tests/stack/stack.sh
 export BASE_URL=http://127.0.0.1:$PORT
+# (Set after the unit tests: the sanitizer runtime creates the log directory
+# at start, and RUN_DIR must not exist before the stack creates it.)
 export ASAN_OPTIONS="detect_leaks=1:log_path=$RUN_DIR/log/sanitizer"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$RUN_DIR/log/sanitizer"
 
 cleanup() {
     "$STACK" down >/dev/null 2>&1
-    rm -rf "$RUN_DIR"
+    rm -rf "$TEST_DIR"
 }
 trap cleanup EXIT
 
-suite unit build/asan/unit-tests
 
 if "$STACK" up; then
     for t in api lock concurrency outages signals config; do

@@ -106,6 +106,18 @@ expect "nginx 405 method_not_allowed: TRACE" 405 method_not_allowed
 http GET /.errors/bad_request
 expect "nginx 404 not_found: its error pages are not reachable from outside" 404 not_found
 
+# nginx's copies of the responder's problems must not drift from the originals.
+canonical() { jq -cS . <<<"$BODY"; }
+http GET /.errors/not_found
+from_nginx=$(canonical)
+http GET /nope
+same "nginx and the responder answer not_found with the same body" "$from_nginx" "$(canonical)"
+http TRACE "/buy/$P"
+from_nginx=$(canonical)
+http GET "/buy/$P"
+same "nginx and the responder answer method_not_allowed with the same body" "$from_nginx" \
+    "$(canonical)"
+
 same "bad input changed no stock and no order" "$(snapshot)" "$before"
 
 # --- 503 lock_timeout: the product is locked by someone else -------------------
@@ -116,6 +128,22 @@ same "503 lock_timeout: Retry-After is sent" "$(header Retry-After)" 1
 same "503 lock_timeout: another owner's lock is left alone" "$(rcli GET "lock:product:$P")" someone-else
 rcli DEL "lock:product:$P" >/dev/null
 same "503 lock_timeout: nothing was bought" "$(snapshot)" "$before"
+
+# --- Acknowledged only after COMMIT --------------------------------------------
+# A deferred constraint fails at COMMIT, after the UPDATE and the INSERT have
+# returned their rows: the answer must be an error, and nothing sold.
+C=$(new_product "Refused at commit" 10)
+sql "CREATE FUNCTION refuse_order() RETURNS trigger LANGUAGE plpgsql
+         AS 'BEGIN RAISE EXCEPTION ''refused at commit''; END';
+     CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON orders
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.product_id = $C)
+         EXECUTE FUNCTION refuse_order()"
+buy "/buy/$C" '{"amount": 1}'
+expect "a purchase whose COMMIT fails is not acknowledged (500)" 500 internal_error
+same "a purchase whose COMMIT fails sells nothing" "$(stock "$C")/$(sold "$C")" "10/0"
+sql "DROP TRIGGER refuse_at_commit ON orders; DROP FUNCTION refuse_order()"
+buy "/buy/$C" '{"amount": 1}'
+expect "the same purchase succeeds once the trigger is gone" 200
 
 # --- GET /products/{id} and GET /healthz -------------------------------------
 http GET "/products/$P"
@@ -136,8 +164,9 @@ check "GET /healthz: both dependencies ok" jq -e \
 
 # --- Invariants after all of the above -----------------------------------------
 same "no lock key is left in Redis" "$(lock_keys)" 0
-same "invariant: initial stock = remaining + orders, for every product" \
-    "$(sql "SELECT COUNT(*) FROM products p WHERE p.amount + (SELECT COALESCE(SUM(amount), 0)
-        FROM orders o WHERE o.product_id = p.id) <> CASE p.id WHEN 1 THEN 5 WHEN $P THEN 10 END")" 0
+same "invariant: initial stock = remaining + orders, for both products" \
+    "$(sql "SELECT string_agg(p.id || ':' || (p.amount + (SELECT COALESCE(SUM(amount), 0)
+        FROM orders o WHERE o.product_id = p.id)), ' ' ORDER BY p.id)
+        FROM products p WHERE p.id IN (1, $P)")" "1:5 $P:10"
 
 finish

@@ -5,16 +5,18 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 
+# A directory with a space in its name, as a checkout under "My Projects" has.
 export RUN_DIR PORT PGPORT REDIS_PORT
-RUN_DIR=$(mktemp -d /tmp/stock-cmd.XXXXXX)
-chmod 755 "$RUN_DIR"
+CMD_DIR=$(mktemp -d "/tmp/stock cmd.XXXXXX")
+chmod 755 "$CMD_DIR"
+RUN_DIR="$CMD_DIR/run dir"
 read -r PORT PGPORT REDIS_PORT <<<"$("$ROOT/tests/stack/free-port.sh" 3 | tr '\n' ' ')"
 export WORKERS=2 STOCK_BIN=$ROOT/build/stock-fcgi STACK=$ROOT/tests/stack/stack.sh
 export BASE_URL=http://127.0.0.1:$PORT
 # The sanitizer settings of the other suites do not apply to the release build.
 unset ASAN_OPTIONS UBSAN_OPTIONS LOCK_WAIT_MS
 . "$(dirname "$0")/lib.sh"
-trap '"$STACK" down >/dev/null 2>&1; rm -rf "$RUN_DIR" "$TMP"' EXIT
+trap '"$STACK" down >/dev/null 2>&1; rm -rf "$CMD_DIR"; cleanup_suite' EXIT
 
 mk() {
     make -s -C "$ROOT" "$@" 2>&1

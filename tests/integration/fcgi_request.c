@@ -1,12 +1,16 @@
 /* fcgi_request.c -- a strict FastCGI client for the tests.
  *
- *   fcgi-request SOCKET [NAME=VALUE...] < body
+ *   fcgi-request [--body-after FILE] SOCKET [NAME=VALUE...] < body
  *
  * Sends one responder request over a unix socket (the NAME=VALUE pairs as
  * its parameters, standard input as its body), prints the STDOUT stream (the
  * CGI answer) and exits 0 only if the application ended the request properly
  * with FCGI_END_REQUEST. cgi-fcgi treats a connection closed early as a
  * complete answer; a worker that forgets FCGX_Finish_r must fail a test.
+ *
+ * --body-after FILE sends the parameters, then waits until FILE exists
+ * before it sends the body: the worker is then provably inside the request,
+ * reading, for as long as the test needs (a signal test, say).
  *
  * Exit status: 0 complete, 3 closed without END_REQUEST, 4 no answer within
  * 30 s (a hung worker must fail a test, not hang it), 2 usage or I/O error. */
@@ -17,11 +21,12 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { BEGIN_REQUEST = 1, END_REQUEST = 3, PARAMS = 4, STDIN = 5, STDOUT = 6, STDERR = 7 };
 
-#define BODY_MAX (64 * 1024)
+#define BODY_MAX 65535 /* one STDIN record */
 
 static int write_all(int fd, const void *buf, size_t len)
 {
@@ -95,6 +100,14 @@ static int send_params(int fd, int argc, char **argv)
     return record(fd, PARAMS, buf, used) < 0 || record(fd, PARAMS, "", 0) < 0 ? -1 : 0;
 }
 
+/* Waits up to 30 s for path to exist. */
+static void wait_for(const char *path)
+{
+    struct timespec tick = {.tv_nsec = 10 * 1000 * 1000};
+    for (int i = 0; i < 3000 && access(path, F_OK) != 0; i++)
+        nanosleep(&tick, NULL);
+}
+
 static int send_body(int fd)
 {
     static char body[BODY_MAX];
@@ -136,8 +149,14 @@ static int read_answer(int fd)
 
 int main(int argc, char **argv)
 {
+    const char *body_after = NULL;
+    if (argc > 2 && strcmp(argv[1], "--body-after") == 0) {
+        body_after = argv[2];
+        argc -= 2;
+        argv += 2;
+    }
     if (argc < 2) {
-        fprintf(stderr, "usage: fcgi-request SOCKET [NAME=VALUE...] < body\n");
+        fprintf(stderr, "usage: fcgi-request [--body-after FILE] SOCKET [NAME=VALUE...] < body\n");
         return 2;
     }
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
@@ -153,8 +172,14 @@ int main(int argc, char **argv)
     }
     static const unsigned char begin[8] = {0, 1 /* RESPONDER */, 0, 0, 0, 0, 0, 0};
     if (record(fd, BEGIN_REQUEST, begin, sizeof begin) < 0 ||
-        send_params(fd, argc - 2, argv + 2) < 0 || send_body(fd) < 0) {
+        send_params(fd, argc - 2, argv + 2) < 0) {
         fprintf(stderr, "fcgi-request: cannot send the request\n");
+        return 2;
+    }
+    if (body_after != NULL)
+        wait_for(body_after);
+    if (send_body(fd) < 0) {
+        fprintf(stderr, "fcgi-request: cannot send the body\n");
         return 2;
     }
     int rc = read_answer(fd);

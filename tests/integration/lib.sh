@@ -11,8 +11,17 @@ set -uo pipefail
 FCGI_REQUEST=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build/fcgi-request
 T_N=0
 T_FAIL=0
+WORKER=
 TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
+# Whatever a suite started outside the stack (its own worker, a psql holding
+# a row lock) goes with it, even when the suite dies half-way.
+cleanup_suite() {
+    [[ -n $WORKER ]] && kill -KILL "$WORKER" 2>/dev/null
+    local job
+    for job in $(jobs -p); do kill -KILL "$job" 2>/dev/null; done
+    rm -rf "$TMP"
+}
+trap cleanup_suite EXIT
 
 ok() {
     T_N=$((T_N + 1))
@@ -83,9 +92,16 @@ expect() {
     if ((${#why[@]})); then not_ok "$name" "${why[@]}"; else ok "$name"; fi
 }
 
+# A libpq connection string for the stack's database; values are quoted, so
+# a directory with spaces works.
+conninfo() {
+    local host=${RUN_DIR//\\/\\\\}/sock
+    host=${host//\'/\\\'}
+    printf "host='%s' port=%s user=postgres dbname=redisdistributedlock %s" "$host" "$PGPORT" "$*"
+}
+
 sql() {
-    psql -X -qAt -v ON_ERROR_STOP=1 \
-        "host=$RUN_DIR/sock port=$PGPORT user=postgres dbname=redisdistributedlock" -c "$1"
+    psql -X -qAt -v ON_ERROR_STOP=1 "$(conninfo)" -c "$1"
 }
 
 rcli() {
@@ -114,9 +130,14 @@ lock_keys() {
     rcli --scan --pattern 'lock:*' | wc -l
 }
 
-# The responder processes (children of multiwatch).
+# The responder processes (multiwatch's children), read from /proc so no
+# extra package is needed. Fails, rather than print nothing, if none runs.
 workers() {
-    pgrep -P "$(cat "$RUN_DIR/app.pid")" | sort | tr '\n' ' '
+    local list
+    list=$(cat /proc/"$(cat "$RUN_DIR/app.pid")"/task/*/children 2>/dev/null | tr ' ' '\n' |
+        grep . | sort -n | tr '\n' ' ')
+    [[ -n $list ]] || return 1
+    echo "$list"
 }
 
 # start_worker: one responder of our own under spawn-fcgi -n, on $TMP/w.sock,
@@ -125,14 +146,16 @@ workers() {
 # environment, like LOCK_WAIT_MS.
 start_worker() {
     rm -f "$TMP/w.sock"
-    DATABASE_URL="host='$RUN_DIR/sock' port=$PGPORT user=postgres dbname=redisdistributedlock" \
-        REDIS_URL="unix://$RUN_DIR/sock/redis.sock" \
+    DATABASE_URL=$(conninfo) REDIS_URL="unix://$RUN_DIR/sock/redis.sock" \
         spawn-fcgi -n -s "$TMP/w.sock" -- "$STOCK_BIN" 2>>"$TMP/w.log" &
     WORKER=$!
-    for ((i = 0; i < 100; i++)); do
-        [[ -S $TMP/w.sock ]] && return 0
+    # spawn-fcgi binds the socket before the responder starts: wait for the
+    # responder itself to say it is ready (10 s at most).
+    for ((i = 0; i < 200; i++)); do
+        grep -q "\[$WORKER\] worker ready" "$TMP/w.log" 2>/dev/null && return 0
         sleep 0.05
     done
+    return 1
 }
 
 # stop_worker [SIG]: signals start_worker's responder (TERM by default) and
@@ -147,6 +170,7 @@ stop_worker() {
     kill -KILL "$WORKER" 2>/dev/null
     wait "$WORKER"
     STOPPED=$?
+    WORKER=
 }
 
 # fcgi_buy ID: buys one unit from start_worker's responder over FastCGI, as
@@ -160,9 +184,7 @@ fcgi_buy() {
 # hold_row ID: a transaction in psql locks the product's row, so a purchase
 # of it waits inside PostgreSQL, provably in flight, until release_row.
 hold_row() {
-    psql -X -q "host=$RUN_DIR/sock port=$PGPORT user=postgres dbname=redisdistributedlock \
-        application_name=row-holder" \
-        -c "BEGIN; SELECT 1 FROM products WHERE id = $1 FOR UPDATE; SELECT pg_sleep(60)" \
+    psql -X -q "$(conninfo application_name=row-holder)" -c "BEGIN; SELECT 1 FROM products WHERE id = $1 FOR UPDATE; SELECT pg_sleep(60)" \
         >/dev/null 2>&1 &
     for ((i = 0; i < 200; i++)); do
         [[ -n $(sql "SELECT pid FROM pg_stat_activity WHERE application_name = 'row-holder'

@@ -33,8 +33,6 @@ for sig in TERM INT USR1; do
     buyer=$!
     check "SIG$sig: the purchase is in flight, waiting for the lock" wait_for_lock_attempt "$calls"
     kill "-$sig" "$WORKER"
-    sleep 0.3
-    check "SIG$sig: the worker is still finishing its request" kill -0 "$WORKER"
     before=$(sold "$P")
     rcli DEL "lock:product:$P" >/dev/null
     wait "$buyer"
@@ -45,11 +43,34 @@ for sig in TERM INT USR1; do
     same "SIG$sig: and its purchase was recorded" "$(sold "$P")" "$((before + 1))"
 done
 
+# A signal while the worker reads the request body: libfcgi does not retry
+# an interrupted read, so the body would come back short (400) unless the
+# worker holds stop signals during a request.
+LOG_LEVEL=debug start_worker
+rm -f "$TMP/go"
+printf '{"amount": 1}' | "$FCGI_REQUEST" --body-after "$TMP/go" "$TMP/w.sock" REQUEST_METHOD=POST \
+    DOCUMENT_URI="/buy/$P" CONTENT_TYPE=application/json CONTENT_LENGTH=13 >"$TMP/answer" &
+buyer=$!
+# Accepted, then asleep: the only place it can sleep now is reading the body.
+for ((i = 0; i < 200; i++)); do
+    grep -q "\[$WORKER\] POST /buy/$P: accepted" "$TMP/w.log" &&
+        [[ $(sed 's/^.*) //' "/proc/$WORKER/stat" | cut -d' ' -f1) == S ]] && break
+    sleep 0.05
+done
+check "SIGTERM while reading the body: the worker is waiting for it" \
+    grep -q "\[$WORKER\] POST /buy/$P: accepted" "$TMP/w.log"
+kill -TERM "$WORKER"
+touch "$TMP/go"
+wait "$buyer"
+same "SIGTERM while reading the body: a complete FastCGI answer" "$?" 0
+check "SIGTERM while reading the body: the purchase still succeeds" grep -q '^Status: 200' "$TMP/answer"
+stop_worker
+same "SIGTERM while reading the body: then the worker exits 0" "$STOPPED" 0
+
 # Idle, the worker sits in accept(): the signal must interrupt it (no
 # SA_RESTART), or it would wait for one more request. stop_worker waits 10 s,
 # a liveness bound rather than a measurement, then kills it.
 start_worker
-sleep 0.3
 stop_worker TERM
 same "SIGTERM while idle: the worker exits 0 without another request" "$STOPPED" 0
 same "no lock key is left in Redis" "$(lock_keys)" 0
