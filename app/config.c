@@ -1,15 +1,13 @@
 /* config.c -- see config.h. */
 #include <ctype.h>
-#include <errno.h>
-#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <libpq-fe.h>
 
 #include "config.h"
+#include "decimal.h"
 
 #define DEFAULT_DATABASE_URL "postgresql://127.0.0.1:5433/redisdistributedlock"
 #define DEFAULT_REDIS_URL    "redis://127.0.0.1:6380"
@@ -33,21 +31,12 @@ static int fail(char *err, size_t errlen, const char *msg)
     return -1;
 }
 
-/* Plain decimal only: "010", "+5", " 5" and "5ms" are all typos worth
- * rejecting rather than guessing at. */
+/* A plain decimal within bounds: "010", "+5", " 5" and "5ms" are typos
+ * worth rejecting rather than guessing at. */
 static int parse_int(const char *s, int min, int max, int *out)
 {
-    if (s[0] == '\0' || strlen(s) > 9)
-        return -1;
-    if (s[0] == '0' && s[1] != '\0')
-        return -1;
-    long v = 0;
-    for (const char *p = s; *p; p++) {
-        if (!isdigit((unsigned char)*p))
-            return -1;
-        v = v * 10 + (*p - '0');
-    }
-    if (v < min || v > max)
+    int64_t v;
+    if (decimal_parse(s, strlen(s), max, &v) != 0 || v < min)
         return -1;
     *out = (int)v;
     return 0;

@@ -2,6 +2,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "decimal.h"
 #include "jsonscan.h"
 #include "request.h"
 
@@ -30,28 +31,10 @@ enum route request_route(const char *path, const char **param)
     return ROUTE_NONE;
 }
 
-/* Canonical decimal digits only, then a range check. At most 10 digits, so
- * the value cannot overflow int64 before the check. */
-static int parse_bounded(const char *s, size_t len, int64_t max, int64_t *out)
-{
-    if (len == 0 || len > 10 || (s[0] == '0' && len > 1))
-        return -1;
-    int64_t v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    if (v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 int request_parse_id(const char *s, int32_t *id)
 {
     int64_t v;
-    if (s == NULL || parse_bounded(s, strlen(s), INT32_MAX, &v) < 0 || v < 1)
+    if (s == NULL || decimal_parse(s, strlen(s), INT32_MAX, &v) != 0 || v < 1)
         return -1;
     *id = (int32_t)v;
     return 0;
@@ -75,18 +58,16 @@ enum problem request_parse_length(const char *s, size_t max, size_t *len)
         *len = 0;
         return PROBLEM_NONE;
     }
-    size_t n = strspn(s, "0123456789");
-    if (n == 0 || s[n] != '\0')
+    int64_t v;
+    switch (decimal_parse(s, strlen(s), (int64_t)max, &v)) {
+    case 0:
+        *len = (size_t)v;
+        return PROBLEM_NONE;
+    case DECIMAL_TOO_LARGE:
+        return PROBLEM_PAYLOAD_TOO_LARGE;
+    default:
         return PROBLEM_INVALID_JSON;
-    /* Any length with more digits than max is too large; no overflow. */
-    size_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        v = v * 10 + (size_t)(s[i] - '0');
-        if (v > max)
-            return PROBLEM_PAYLOAD_TOO_LARGE;
     }
-    *len = v;
-    return PROBLEM_NONE;
 }
 
 enum problem request_parse_amount(const char *body, size_t len, int32_t *amount)
@@ -101,7 +82,7 @@ enum problem request_parse_amount(const char *body, size_t len, int32_t *amount)
      * an integer; '-', '.', 'e' (negatives, -0, 1.0, 1e3) all fail here.
      * A leading zero can only be "0" itself, which is below the range. */
     int64_t v;
-    if (parse_bounded(m.value, m.value_len, INT32_MAX, &v) < 0 || v < 1)
+    if (decimal_parse(m.value, m.value_len, INT32_MAX, &v) != 0 || v < 1)
         return PROBLEM_INVALID_AMOUNT;
     *amount = (int32_t)v;
     return PROBLEM_NONE;

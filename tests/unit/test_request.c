@@ -1,6 +1,7 @@
 /* test_request.c -- routing and request validation, before any I/O. */
 #include <string.h>
 
+#include "decimal.h"
 #include "request.h"
 #include "unit.h"
 
@@ -87,6 +88,7 @@ static void content_length_is_bounded(void)
     CHECK(request_parse_length("-1", 1024, &len) == PROBLEM_INVALID_JSON);
     CHECK(request_parse_length("12x", 1024, &len) == PROBLEM_INVALID_JSON);
     CHECK(request_parse_length(" 12", 1024, &len) == PROBLEM_INVALID_JSON);
+    CHECK(request_parse_length("012", 1024, &len) == PROBLEM_INVALID_JSON);
 }
 
 struct amount_case {
@@ -150,8 +152,32 @@ static void amount_rejects_bad_values(void)
     }
 }
 
+static void decimal_accepts_canonical_numbers_up_to_max(void)
+{
+    int64_t v = -1;
+    CHECK(decimal_parse("0", 1, 0, &v) == 0 && v == 0);
+    CHECK(decimal_parse("1024", 4, 1024, &v) == 0 && v == 1024);
+    CHECK(decimal_parse("9223372036854775807", 19, INT64_MAX, &v) == 0 && v == INT64_MAX);
+    CHECK(decimal_parse("1025", 4, 1024, &v) == DECIMAL_TOO_LARGE);
+    CHECK(decimal_parse("9223372036854775808", 19, INT64_MAX, &v) == DECIMAL_TOO_LARGE);
+    CHECK(decimal_parse("99999999999999999999999999", 26, 5, &v) == DECIMAL_TOO_LARGE);
+    CHECK(decimal_parse("12", 1, 5, &v) == 0 && v == 1); /* only len bytes are read */
+}
+
+static void decimal_rejects_non_canonical_text(void)
+{
+    static const char *const bad[] = {"", "01", "00", "-1", "+1", " 1", "1 ", "1.0", "1e3", "x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int64_t v = -7;
+        CHECK_CASE(decimal_parse(bad[i], strlen(bad[i]), INT64_MAX, &v) == DECIMAL_INVALID, bad[i]);
+        CHECK_CASE(v == -7, bad[i]);
+    }
+}
+
 void suite_request(void)
 {
+    RUN(decimal_accepts_canonical_numbers_up_to_max);
+    RUN(decimal_rejects_non_canonical_text);
     RUN(route_matches_exact_segments);
     RUN(product_id_accepts_canonical_positive_int32);
     RUN(product_id_rejects_everything_else);
