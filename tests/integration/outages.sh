@@ -15,6 +15,7 @@ outage() {
 
     buy "/buy/$P" '{"amount": 1}'
     expect "$name down: purchase answers 503 service_unavailable" 503 service_unavailable
+    APP_503=$(jq -cS . <<<"$BODY")
     same "$name down: Retry-After is sent" "$(header Retry-After)" 1
     http GET /healthz
     expect "$name down: /healthz answers 503" 503 service_unavailable
@@ -44,6 +45,7 @@ same "after both outages: 2 units sold in all" "$(sold "$P")" 2
 "$STACK" stop app
 buy "/buy/$P" '{"amount": 1}'
 expect "responders down: nginx answers 503 service_unavailable" 503 service_unavailable
+same "responders down: nginx's answer is the responder's own 503" "$(jq -cS . <<<"$BODY")" "$APP_503"
 same "responders down: Retry-After is sent" "$(header Retry-After)" 1
 "$STACK" up >/dev/null
 buy "/buy/$P" '{"amount": 1}'
