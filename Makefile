@@ -16,7 +16,9 @@ PKGS     = hiredis libpq json-c
 # after `make run` has installed the packages that provide the .pc files.
 DEPFLAGS = -D_POSIX_C_SOURCE=200809L -Iinclude $(shell pkg-config --cflags $(PKGS))
 LIBS     = $(shell pkg-config --libs $(PKGS)) -lfcgi
-SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+# The test build: sanitizers, and the fault points of include/fault.h.
+SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
+           -DSTOCK_FAULT_POINTS
 
 SRC      = $(wildcard app/*.c)
 LIB_SRC  = $(filter-out app/main.c,$(SRC))

@@ -15,6 +15,7 @@ void http_request_init(struct http_request *req, FCGX_Request *fcgi)
     req->path = FCGX_GetParam("DOCUMENT_URI", fcgi->envp);
     req->content_type = FCGX_GetParam("CONTENT_TYPE", fcgi->envp);
     req->content_length = FCGX_GetParam("CONTENT_LENGTH", fcgi->envp);
+    req->idempotency_key = FCGX_GetParam("HTTP_IDEMPOTENCY_KEY", fcgi->envp);
     req->in = fcgi->in;
     if (req->method == NULL)
         req->method = "";
@@ -73,6 +74,8 @@ int http_send(FCGX_Stream *out, const struct response *res)
             return -1;
     }
     if (res->allow != NULL && put_header(head, sizeof head, &used, "Allow", res->allow) < 0)
+        return -1;
+    if (res->replayed && put_header(head, sizeof head, &used, "Idempotent-Replayed", "true") < 0)
         return -1;
     if (used + 2 >= sizeof head)
         return -1;

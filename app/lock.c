@@ -14,11 +14,28 @@
 #include "lock.h"
 #include "log.h"
 
-/* Deletes the key only if it still holds our token: a plain DEL would free
- * a lock that expired while we were slow and now belongs to someone else. */
-static const char release_script[] =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) "
-    "else return 0 end";
+/* The three scripts. Each takes KEYS = {lock, fence} and ARGV = {token, x}
+ * and runs atomically, in one round trip. */
+static const char *const script_source[SCRIPT_COUNT] = {
+    /* Acquire (x = ttl): take the lock if it is free and, in the same step,
+     * draw the next fence; 0 if someone holds it. */
+    [SCRIPT_ACQUIRE] = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
+                       "return redis.call('INCR', KEYS[2]) end "
+                       "return 0",
+    /* Release: delete the lock only if it still holds our token; a plain DEL
+     * would free a lock that expired while we were slow and now belongs to
+     * someone else. */
+    [SCRIPT_RELEASE] = "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                       "return redis.call('DEL', KEYS[1]) end "
+                       "return 0",
+    /* Refence (x = PostgreSQL's fence): while we still hold the lock, raise
+     * the counter above what PostgreSQL has applied and draw a new fence; 0
+     * if the lock is no longer ours. */
+    [SCRIPT_REFENCE] = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
+                       "if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[2]) then "
+                       "redis.call('SET', KEYS[2], ARGV[2]) end "
+                       "return redis.call('INCR', KEYS[2])",
+};
 
 /* Backoff between attempts on a busy lock: starts near one PostgreSQL
  * transaction (about 1 ms) and doubles up to a cap, so a waiter notices a
@@ -160,9 +177,10 @@ static int connect_redis(struct lock_client *lc)
         goto fail;
     if (t->db != 0 && command_ok(lc, NULL, 0, "SELECT", "SELECT %d", t->db) < 0)
         goto fail;
-    if (command_ok(lc, lc->release_sha, sizeof lc->release_sha, "SCRIPT LOAD", "SCRIPT LOAD %s",
-                   release_script) < 0)
-        goto fail;
+    for (int s = 0; s < SCRIPT_COUNT; s++)
+        if (command_ok(lc, lc->sha[s], sizeof lc->sha[s], "SCRIPT LOAD", "SCRIPT LOAD %s",
+                       script_source[s]) < 0)
+            goto fail;
     return 0;
 fail:
     drop(lc);
@@ -183,16 +201,26 @@ void lock_client_close(struct lock_client *lc)
     drop(lc);
 }
 
-static redisReply *run_release(struct lock_client *lc, const struct lock *lk)
+/* Runs script s on lk's keys with ARGV = {token, x}. NULL after a
+ * connection error (the context is gone). */
+static redisReply *eval(struct lock_client *lc, enum lock_script s, const struct lock *lk,
+                        const char *x)
 {
-    redisReply *r = command(lc, "EVALSHA %s 1 %s %s", lc->release_sha, lk->key, lk->token);
+    redisReply *r =
+        command(lc, "EVALSHA %s 2 %s %s %s %s", lc->sha[s], lk->key, lk->fence_key, lk->token, x);
     /* The script cache is empty after a Redis restart or SCRIPT FLUSH:
      * EVAL runs the script and caches it again. */
     if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
         freeReplyObject(r);
-        r = command(lc, "EVAL %s 1 %s %s", release_script, lk->key, lk->token);
+        r = command(lc, "EVAL %s 2 %s %s %s %s", script_source[s], lk->key, lk->fence_key,
+                    lk->token, x);
     }
     return r;
+}
+
+static redisReply *run_release(struct lock_client *lc, const struct lock *lk)
+{
+    return eval(lc, SCRIPT_RELEASE, lk, "");
 }
 
 enum lock_status lock_ready(struct lock_client *lc)
@@ -225,26 +253,42 @@ enum lock_status lock_ready(struct lock_client *lc)
     return LOCK_OK;
 }
 
-/* One SET NX attempt: 1 acquired, 0 busy, -1 Redis failed. */
-static int try_acquire(struct lock_client *lc, const struct lock *lk)
+/* Runs a script that answers a fence, or 0: 1 with lk->fence set, 0 for
+ * 0, -1 when Redis failed. */
+static int fence_script(struct lock_client *lc, enum lock_script s, struct lock *lk, const char *x,
+                        const char *what)
 {
-    redisReply *r = command(lc, "SET %s %s NX PX %d", lk->key, lk->token, lc->cfg->lock_ttl_ms);
+    redisReply *r = eval(lc, s, lk, x);
     if (r == NULL)
         return -1;
     int rc = -1;
-    if (r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0)
-        rc = 1;
-    else if (r->type == REDIS_REPLY_NIL)
-        rc = 0;
-    else
-        reply_err(lc, "SET", r);
+    if (r->type == REDIS_REPLY_INTEGER) {
+        rc = r->integer > 0;
+        if (rc)
+            lk->fence = r->integer;
+    } else {
+        reply_err(lc, what, r);
+    }
     freeReplyObject(r);
     return rc;
+}
+
+/* One attempt: 1 acquired (with its fence), 0 busy, -1 Redis failed. */
+static int try_acquire(struct lock_client *lc, struct lock *lk)
+{
+    char ttl[16];
+    snprintf(ttl, sizeof ttl, "%d", lc->cfg->lock_ttl_ms);
+    /* Validity is counted from before the request, so that the time the
+     * reply took is not counted as ours. */
+    lk->started_ms = clock_ms();
+    return fence_script(lc, SCRIPT_ACQUIRE, lk, ttl, "acquire");
 }
 
 enum lock_status lock_acquire(struct lock_client *lc, int32_t product, struct lock *lk)
 {
     snprintf(lk->key, sizeof lk->key, "lock:product:%" PRId32, product);
+    snprintf(lk->fence_key, sizeof lk->fence_key, "fence:product:%" PRId32, product);
+    lk->fence = 0;
     if (new_token(lk->token) < 0) {
         set_err(lc, "getrandom: %s", strerror(errno));
         return LOCK_UNAVAILABLE;
@@ -305,4 +349,29 @@ enum lock_status lock_ping(struct lock_client *lc)
         reply_err(lc, "PING", r);
     freeReplyObject(r);
     return ok ? LOCK_OK : LOCK_UNAVAILABLE;
+}
+
+enum lock_status lock_refence(struct lock_client *lc, struct lock *lk, int64_t floor)
+{
+    char x[24];
+    snprintf(x, sizeof x, "%" PRId64, floor);
+    if (lock_ready(lc) != LOCK_OK)
+        return LOCK_UNAVAILABLE;
+    switch (fence_script(lc, SCRIPT_REFENCE, lk, x, "refence")) {
+    case 1:
+        return LOCK_OK;
+    case 0:
+        return LOCK_LOST;
+    default:
+        return LOCK_UNAVAILABLE;
+    }
+}
+
+int lock_valid(const struct lock_client *lc, const struct lock *lk)
+{
+    int ttl = lc->cfg->lock_ttl_ms;
+    /* Redis and this host may not agree on the length of a millisecond:
+     * keep the Redlock margin of 1% of the TTL plus 2 ms. */
+    int drift = ttl / 100 + 2;
+    return clock_ms() < lk->started_ms + ttl - drift;
 }

@@ -31,6 +31,19 @@ static const struct problem_info problems[PROBLEM_COUNT] = {
     [PROBLEM_NOT_FOUND] = {404, "not_found", "Not found", "There is nothing at this path.", 0},
     [PROBLEM_INTERNAL] = {500, "internal_error", "Internal server error",
                           "The server failed unexpectedly.", 0},
+    [PROBLEM_LOCK_LOST] = {503, "lock_lost", "Lock lost",
+                           "The purchase outlived its lock and was not made; try again.", 1},
+    [PROBLEM_INVALID_IDEMPOTENCY_KEY] = {400, "invalid_idempotency_key", "Invalid idempotency key",
+                                         "Idempotency-Key must be 1 to 255 printable ASCII "
+                                         "characters.",
+                                         0},
+    [PROBLEM_IDEMPOTENCY_KEY_REUSED] = {422, "idempotency_key_reused", "Idempotency key reused",
+                                        "This Idempotency-Key was used for a different purchase.",
+                                        0},
+    [PROBLEM_REQUEST_IN_PROGRESS] = {409, "request_in_progress", "Request in progress",
+                                     "A request with this Idempotency-Key is still running; "
+                                     "retry to get its answer.",
+                                     1},
 };
 
 const struct problem_info *problem_info(enum problem p)

@@ -1,13 +1,15 @@
 /* purchase.c -- see purchase.h. */
 #include "config.h"
+#include "fault.h"
 #include "http.h"
 #include "log.h"
 #include "purchase.h"
 #include "request.h"
 #include "worker.h"
 
-/* Validates the request; PROBLEM_NONE with *amount set, or the problem. */
-static enum problem read_amount(struct http_request *req, int32_t *amount)
+/* Validates the request (Content-Type, body, Idempotency-Key);
+ * PROBLEM_NONE with *amount set, or the problem. */
+static enum problem read_request(struct http_request *req, int32_t *amount)
 {
     char body[REQUEST_BODY_MAX];
     size_t len;
@@ -16,16 +18,83 @@ static enum problem read_amount(struct http_request *req, int32_t *amount)
     enum problem p = http_read_body(req, body, sizeof body, &len);
     if (p != PROBLEM_NONE)
         return p;
-    return request_parse_amount(body, len, amount);
+    if ((p = request_parse_amount(body, len, amount)) != PROBLEM_NONE)
+        return p;
+    return request_check_key(req->idempotency_key);
+}
+
+/* Answers from an idempotency key seen before: its first answer again, or
+ * 422 if the key was used for another purchase. Returns 0 if the key is
+ * new, 1 if res holds the answer. */
+static int answer_from_key(struct worker *w, const struct purchase *p, struct response *res)
+{
+    int32_t product, amount;
+    struct outcome o;
+    enum store_status st = store_key(&w->store, p->key, &product, &amount, &o);
+    if (st == STORE_NOT_FOUND)
+        return 0;
+    if (st != STORE_OK)
+        worker_store_failed(w, st, res);
+    else if (product != p->product || amount != p->amount)
+        response_problem(res, PROBLEM_IDEMPOTENCY_KEY_REUSED, NULL);
+    else if (response_outcome(res, &o, amount) == 0)
+        res->replayed = 1;
+    return 1;
+}
+
+static void lock_lost(struct worker *w, const struct purchase *p, const char *why,
+                      struct response *res)
+{
+    w->locks_lost++;
+    log_warn("product %d: lock lost (%s), nothing bought; %lu so far in this worker",
+             (int)p->product, why, w->locks_lost);
+    response_problem(res, PROBLEM_LOCK_LOST, NULL);
+}
+
+/* The purchase under the lock: buy, then commit only while the lock is
+ * still valid. STORE_FENCED means the lock was lost (see the log). */
+static enum store_status buy(struct worker *w, struct lock *lk, struct purchase *p,
+                             struct outcome *out)
+{
+    FAULT_POINT("locked");
+    p->fence = lk->fence;
+    enum store_status st = store_buy(&w->store, p, out);
+    if (st == STORE_FENCED) {
+        /* PostgreSQL has applied a fence at least as new as ours. If the
+         * lock is still ours, Redis lost its counter (a restart without
+         * persistence): reseed it from PostgreSQL's fence and try again. */
+        switch (lock_refence(&w->lock, lk, out->fence)) {
+        case LOCK_OK:
+            log_warn("product %d: fence counter was behind PostgreSQL (%lld); reseeded to %lld",
+                     (int)p->product, (long long)out->fence, (long long)lk->fence);
+            p->fence = lk->fence;
+            st = store_buy(&w->store, p, out);
+            break;
+        case LOCK_LOST:
+            return STORE_FENCED;
+        default:
+            log_warn("%s", w->lock.err);
+            return STORE_UNAVAILABLE;
+        }
+    }
+    if (st != STORE_OK)
+        return st;
+    FAULT_POINT("before_commit");
+    if (!lock_valid(&w->lock, lk)) {
+        store_rollback(&w->store);
+        out->fence = -1; /* tells the caller why */
+        return STORE_FENCED;
+    }
+    return store_commit(&w->store);
 }
 
 void purchase_handle(struct worker *w, struct http_request *req, int32_t product,
                      struct response *res)
 {
-    int32_t amount;
-    enum problem p = read_amount(req, &amount);
-    if (p != PROBLEM_NONE) {
-        response_problem(res, p, NULL);
+    struct purchase p = {.product = product, .key = req->idempotency_key};
+    enum problem problem = read_request(req, &p.amount);
+    if (problem != PROBLEM_NONE) {
+        response_problem(res, problem, NULL);
         return;
     }
 
@@ -36,6 +105,9 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
         worker_store_failed(w, st, res);
         return;
     }
+    /* A retry of a purchase already made is answered without the lock. */
+    if (p.key != NULL && answer_from_key(w, &p, res))
+        return;
 
     struct lock lk;
     switch (lock_acquire(&w->lock, product, &lk)) {
@@ -51,9 +123,8 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
         return;
     }
 
-    struct order order;
-    int64_t available = 0;
-    st = store_buy(&w->store, product, amount, &order, &available);
+    struct outcome out;
+    st = buy(w, &lk, &p, &out);
 
     /* Released on every path. If Redis cannot be told, the lock expires by
      * its TTL; a committed purchase stays committed either way, because
@@ -73,19 +144,29 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
 
     switch (st) {
     case STORE_OK:
-        response_order(res, &order);
-        break;
     case STORE_NOT_FOUND:
-        response_problem(res, PROBLEM_PRODUCT_NOT_FOUND, NULL);
-        break;
     case STORE_INSUFFICIENT:
-        response_insufficient(res, available, amount);
+        response_outcome(res, &out, p.amount);
+        break;
+    case STORE_FENCED:
+        lock_lost(w, &p,
+                  out.fence < 0 ? "its validity was spent before COMMIT"
+                                : "PostgreSQL has applied a newer fence",
+                  res);
+        break;
+    case STORE_KEY_EXISTS:
+        /* The same key committed while we waited: answer as it did. */
+        if (!answer_from_key(w, &p, res))
+            response_problem(res, PROBLEM_REQUEST_IN_PROGRESS, NULL);
+        break;
+    case STORE_KEY_BUSY:
+        response_problem(res, PROBLEM_REQUEST_IN_PROGRESS, NULL);
         break;
     case STORE_UNKNOWN:
         log_error("product %d: purchase outcome unknown: %s", (int)product, w->store.err);
         response_problem(res, PROBLEM_SERVICE_UNAVAILABLE,
-                         "PostgreSQL did not confirm the purchase before the connection broke: "
-                         "it may or may not have been recorded.");
+                         "PostgreSQL did not confirm the purchase: it may or may not have been "
+                         "recorded.");
         break;
     default:
         worker_store_failed(w, st, res);

@@ -70,6 +70,17 @@ enum problem request_parse_length(const char *s, size_t max, size_t *len)
     }
 }
 
+enum problem request_check_key(const char *key)
+{
+    if (key == NULL)
+        return PROBLEM_NONE;
+    size_t n = 0;
+    for (; key[n] != '\0'; n++)
+        if (key[n] < 0x20 || key[n] > 0x7e || n >= 255)
+            return PROBLEM_INVALID_IDEMPOTENCY_KEY;
+    return n == 0 ? PROBLEM_INVALID_IDEMPOTENCY_KEY : PROBLEM_NONE;
+}
+
 enum problem request_parse_amount(const char *body, size_t len, int32_t *amount)
 {
     struct jsonscan_member m;

@@ -39,6 +39,7 @@ void response_free(struct response *res)
     res->body_static = 0;
     res->retry_after = 0;
     res->allow = NULL;
+    res->replayed = 0;
 }
 
 /* Puts one member on obj. json-c owns val once the add succeeds, but not
@@ -158,6 +159,18 @@ int response_order(struct response *res, const struct order *o)
     return finish(res, obj, 200, CONTENT_TYPE_JSON, PROBLEM_NONE);
 }
 
+int response_outcome(struct response *res, const struct outcome *o, int32_t requested)
+{
+    switch (o->status) {
+    case 200:
+        return response_order(res, &o->order);
+    case 409:
+        return response_insufficient(res, o->available, requested);
+    default:
+        return response_problem(res, PROBLEM_PRODUCT_NOT_FOUND, NULL);
+    }
+}
+
 int response_product(struct response *res, const struct product *p)
 {
     json_object *obj = json_object_new_object();
@@ -217,6 +230,8 @@ const char *response_reason(int status)
         return "Content Too Large";
     case 415:
         return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Content";
     case 500:
         return "Internal Server Error";
     case 503:

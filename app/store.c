@@ -14,42 +14,72 @@
 #include "log.h"
 #include "store.h"
 
-#define INT4OID 23 /* pg_type.h, which client code should not include */
+/* pg_type.h, which client code should not include */
+#define INT4OID 23
+#define INT8OID 20
+#define TEXTOID 25
 
-/* The purchase: one statement, so one transaction and one round trip. The
- * UPDATE is the guard: PostgreSQL re-evaluates "amount >= $2" on the latest
- * row version after waiting for any concurrent buyer (READ COMMITTED), so
- * two buyers can never both take the last unit. The order is inserted only
- * if the UPDATE matched, from the same snapshot, in the same commit. */
-static const char sql_buy[] = "WITH sold AS ("
-                              "  UPDATE products SET amount = amount - $2"
-                              "   WHERE id = $1 AND amount >= $2"
-                              "  RETURNING amount"
-                              "), placed AS ("
-                              "  INSERT INTO orders (product_id, amount)"
-                              "  SELECT $1, $2 FROM sold"
-                              "  RETURNING id"
-                              ")"
-                              "SELECT placed.id, sold.amount FROM placed, sold";
+/* The purchase: one statement, so one round trip. The UPDATE is the guard:
+ * PostgreSQL re-evaluates "amount >= $2 AND fence < $3" on the latest row
+ * version after waiting for any concurrent buyer (READ COMMITTED), so two
+ * buyers can never both take the last unit, and a stale lock holder (its
+ * fence older than one already applied) takes nothing. The order, and with
+ * an idempotency key its outcome, are inserted only if the UPDATE matched,
+ * in the same transaction. A key used before makes the INSERT fail (unique
+ * violation), which rolls back the whole purchase. */
+static const char sql_buy[] =
+    "WITH sold AS ("
+    "  UPDATE products SET amount = amount - $2, fence = $3"
+    "   WHERE id = $1 AND amount >= $2 AND fence < $3"
+    "  RETURNING amount"
+    "), placed AS ("
+    "  INSERT INTO orders (product_id, amount, fence) SELECT $1, $2, $3 FROM sold RETURNING id"
+    "), keyed AS ("
+    "  INSERT INTO idempotency_keys (key, product_id, amount, status, order_id, remaining)"
+    "  SELECT $4, $1, $2, 200, placed.id, sold.amount FROM placed, sold WHERE $4 IS NOT NULL"
+    ")"
+    "SELECT placed.id, sold.amount FROM placed, sold";
 
-/* After a refused purchase: a fresh statement (a new snapshot) tells a
- * missing product from a short one, and reports the stock it saw. */
-static const char sql_stock[] = "SELECT amount FROM products WHERE id = $1";
+/* After a refused purchase, in the same transaction but a new snapshot:
+ * tells a missing product from a short one or a stale fence. */
+static const char sql_stock[] = "SELECT amount, fence FROM products WHERE id = $1";
+
+/* A refused purchase's outcome, for its idempotency key. */
+static const char sql_key_refused[] =
+    "INSERT INTO idempotency_keys (key, product_id, amount, status, available)"
+    " VALUES ($1, $2, $3, $4, $5)";
+
+static const char sql_key[] = "SELECT product_id, amount, status, order_id, remaining, available"
+                              " FROM idempotency_keys WHERE key = $1";
 
 static const char sql_product[] = "SELECT id, name, amount FROM products WHERE id = $1";
 
 static const char sql_ping[] = "SELECT 1";
 
+#define MAX_PARAMS 5
+
 struct statement {
     const char *name, *sql;
     int nparams;
+    Oid types[MAX_PARAMS];
 };
 
 static const struct statement statements[] = {
-    {"buy", sql_buy, 2},
-    {"stock", sql_stock, 1},
-    {"product", sql_product, 1},
-    {"ping", sql_ping, 0},
+    {"buy", sql_buy, 4, {INT4OID, INT4OID, INT8OID, TEXTOID}},
+    {"stock", sql_stock, 1, {INT4OID}},
+    {"key_refused", sql_key_refused, 5, {TEXTOID, INT4OID, INT4OID, INT4OID, INT8OID}},
+    {"key", sql_key, 1, {TEXTOID}},
+    {"product", sql_product, 1, {INT4OID}},
+    {"ping", sql_ping, 0, {0}},
+};
+
+/* One statement of a pipeline: prepares a statement (types given), runs a
+ * prepared one (by name), or runs plain SQL (BEGIN, COMMIT, ROLLBACK). */
+struct step {
+    const char *name, *sql;
+    int n;
+    const char *const *values; /* text format; NULL entries are SQL NULL */
+    const Oid *types;
 };
 
 static void set_err(struct store *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -87,17 +117,23 @@ enum store_status store_classify_sqlstate(const char *sqlstate)
     return STORE_ERROR;
 }
 
-/* Classifies a failed result and records the detail. A broken connection is
- * never STORE_ERROR, whatever the SQLSTATE; store_ready() repairs it. For a
- * statement that writes, a failure the server did not report itself (no
- * SQLSTATE, or a connection exception) leaves its outcome unknown: the
- * COMMIT may have happened just before the connection broke. */
-static enum store_status fail(struct store *st, const PGresult *res, const char *what, int writes)
+static const char *sqlstate(const PGresult *res)
 {
-    const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    return res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+}
+
+/* Classifies a failed step and records the detail. A broken connection is
+ * never STORE_ERROR, whatever the SQLSTATE; store_ready() repairs it. For a
+ * round trip that may commit a purchase, a failure the server did not report
+ * itself (no SQLSTATE, or a connection exception) leaves its outcome
+ * unknown: the COMMIT may have happened just before the connection broke. */
+static enum store_status fail(struct store *st, const PGresult *res, const char *what, int commits)
+{
+    const char *state = sqlstate(res);
+    snprintf(st->sqlstate, sizeof st->sqlstate, "%s", state != NULL ? state : "");
     set_err(st, "postgres %s: %s%s%s", what, state != NULL ? state : "", state != NULL ? " " : "",
             res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(st->conn));
-    if (writes && (state == NULL || strncmp(state, "08", 2) == 0))
+    if (commits && (state == NULL || strncmp(state, "08", 2) == 0))
         return STORE_UNKNOWN;
     if (PQstatus(st->conn) != CONNECTION_OK)
         return STORE_UNAVAILABLE;
@@ -107,7 +143,7 @@ static enum store_status fail(struct store *st, const PGresult *res, const char 
 static int is_error(const PGresult *res)
 {
     ExecStatusType s = PQresultStatus(res);
-    return s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK;
+    return s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK && s != PGRES_PIPELINE_SYNC;
 }
 
 /* Waits until libpq has a result ready, or the deadline passes (-1). */
@@ -124,74 +160,122 @@ static int wait_input(struct store *st, int64_t deadline)
     return 0;
 }
 
-/* Collects the outcome of the statement just sent, into *res (NULL if there
- * was none).
- *
- * libpq has no client-side timeout for a query: statement_timeout is
- * enforced by the server, so a server that hangs (SIGSTOP, a stalled VM)
- * would hang the worker, with the product's lock held. So the answer is
- * awaited until statement_timeout plus STATEMENT_GRACE_MS; past that the
- * connection is dropped, and a purchase has an unknown outcome, since the
- * server may still run it.
- *
- * Every result is read, up to the end: an implicit transaction commits at
- * Sync, after the rows have arrived, so a failed COMMIT (a deferred
- * constraint, a serialization failure) is a second, error result. An error
- * anywhere is the outcome; rows alone are not proof of a commit. */
-static enum store_status await_result(struct store *st, const char *what, int writes,
-                                      PGresult **res)
+/* Reads one step's results (up to libpq's NULL), keeping the first error,
+ * or else the first result, in *res. -1 when the deadline passed. */
+static int read_step(struct store *st, int64_t deadline, PGresult **res)
 {
-    int timeout = st->cfg->statement_timeout_ms + STATEMENT_GRACE_MS;
-    int64_t deadline = clock_ms() + timeout;
     PGresult *r;
     *res = NULL;
     for (;;) {
-        if (wait_input(st, deadline) < 0) {
-            PQclear(*res);
-            *res = NULL;
-            set_err(st, "postgres %s: no answer within %d ms; connection dropped", what, timeout);
-            store_close(st);
-            return writes ? STORE_UNKNOWN : STORE_UNAVAILABLE;
-        }
+        if (wait_input(st, deadline) < 0)
+            return -1;
         if ((r = PQgetResult(st->conn)) == NULL)
-            return STORE_OK;
+            return 0;
         if (*res == NULL || (is_error(r) && !is_error(*res))) {
             PQclear(*res);
             *res = r;
         } else {
             PQclear(r);
         }
+        if (PQresultStatus(r) == PGRES_PIPELINE_SYNC)
+            return 0; /* the end of a pipeline has no NULL after it */
     }
 }
 
-/* Checks a result against the status it should have; on a mismatch records
- * why, clears it and classifies the failure. */
-static enum store_status expect(struct store *st, PGresult **res, ExecStatusType want,
-                                const char *what, int writes)
+static void clear_all(PGresult **res, int n)
 {
-    if (*res != NULL && PQresultStatus(*res) == want)
-        return STORE_OK;
-    enum store_status rc = fail(st, *res, what, writes);
-    PQclear(*res);
-    *res = NULL;
+    for (int i = 0; i < n; i++) {
+        PQclear(res[i]);
+        res[i] = NULL;
+    }
+}
+
+/* Sends steps as one pipeline (one round trip) and reads their results into
+ * res[0..n). STORE_OK when every step succeeded; otherwise the first error,
+ * classified, and res cleared.
+ *
+ * libpq has no client-side timeout for a query: statement_timeout is
+ * enforced by the server, so a server that hangs (SIGSTOP, a stalled VM)
+ * would hang the worker, with the product's lock held. So the answers are
+ * awaited until statement_timeout plus STATEMENT_GRACE_MS; past that the
+ * connection is dropped, and a round trip that may commit a purchase has an
+ * unknown outcome, since the server may still run it. */
+static enum store_status run(struct store *st, const struct step *steps, int n, PGresult **res,
+                             int commits)
+{
+    int timeout = st->cfg->statement_timeout_ms + STATEMENT_GRACE_MS;
+    int64_t deadline = clock_ms() + timeout;
+    PGresult *sync = NULL;
+
+    for (int i = 0; i < n; i++)
+        res[i] = NULL;
+    int sent = PQenterPipelineMode(st->conn);
+    for (int i = 0; i < n && sent; i++) {
+        const struct step *s = &steps[i];
+        if (s->types != NULL)
+            sent = PQsendPrepare(st->conn, s->name, s->sql, s->n, s->types);
+        else if (s->name != NULL)
+            sent = PQsendQueryPrepared(st->conn, s->name, s->n, s->values, NULL, NULL, 0);
+        else
+            sent = PQsendQueryParams(st->conn, s->sql, 0, NULL, NULL, NULL, NULL, 0);
+    }
+    if (!sent || PQpipelineSync(st->conn) != 1) {
+        /* Nothing the server could run got through whole; start afresh. */
+        enum store_status rc = fail(st, NULL, "send", 0);
+        store_close(st);
+        return rc == STORE_ERROR ? STORE_UNAVAILABLE : rc;
+    }
+
+    for (int i = 0; i <= n; i++) {
+        if (read_step(st, deadline, i < n ? &res[i] : &sync) < 0) {
+            clear_all(res, n);
+            PQclear(sync);
+            set_err(st, "postgres: no answer within %d ms; connection dropped", timeout);
+            store_close(st);
+            return commits ? STORE_UNKNOWN : STORE_UNAVAILABLE;
+        }
+    }
+    PQclear(sync);
+    PQexitPipelineMode(st->conn); /* every result is read: this cannot fail */
+
+    enum store_status rc = STORE_OK;
+    for (int i = 0; i < n && rc == STORE_OK; i++) {
+        if (res[i] == NULL || is_error(res[i]))
+            rc = fail(st, res[i], steps[i].name != NULL ? steps[i].name : steps[i].sql, commits);
+    }
+    if (rc != STORE_OK)
+        clear_all(res, n);
     return rc;
 }
 
+/* One prepared statement that returns rows: STORE_OK with *res (the caller
+ * clears it), or STORE_NOT_FOUND when there are none. */
+static enum store_status query(struct store *st, const char *name, int n, const char *const *values,
+                               PGresult **res)
+{
+    const struct step step = {name, NULL, n, values, NULL};
+    enum store_status rc = run(st, &step, 1, res, 0);
+    if (rc == STORE_OK && PQntuples(*res) == 0) {
+        PQclear(*res);
+        *res = NULL;
+        rc = STORE_NOT_FOUND;
+    }
+    return rc;
+}
+
+/* Prepares every statement, in one round trip. */
 static int prepare_all(struct store *st)
 {
-    static const Oid types[] = {INT4OID, INT4OID};
-    for (size_t i = 0; i < sizeof statements / sizeof statements[0]; i++) {
+    enum { N = sizeof statements / sizeof statements[0] };
+    struct step steps[N];
+    PGresult *res[N];
+    for (size_t i = 0; i < N; i++) {
         const struct statement *s = &statements[i];
-        PGresult *res;
-        if (!PQsendPrepare(st->conn, s->name, s->sql, s->nparams, types)) {
-            fail(st, NULL, "prepare", 0);
-            return -1;
-        }
-        if (await_result(st, "prepare", 0, &res) != STORE_OK ||
-            expect(st, &res, PGRES_COMMAND_OK, "prepare", 0) != STORE_OK)
-            return -1;
-        PQclear(res);
+        steps[i] = (struct step){s->name, s->sql, s->nparams, NULL, s->types};
     }
+    if (run(st, steps, N, res, 0) != STORE_OK)
+        return -1;
+    clear_all(res, N);
     st->prepared = 1;
     return 0;
 }
@@ -225,7 +309,7 @@ static void connect_db(struct store *st)
  * round trip and finds a server that has gone (restart,
  * pg_terminate_backend) before a statement is sent into a dead socket. The
  * notice and the end-of-file may take two reads. Returns 1 if the
- * connection is usable, with its statements prepared. */
+ * connection is usable, with its statements prepared and no transaction. */
 static int usable(struct store *st)
 {
     if (st->conn == NULL)
@@ -239,6 +323,13 @@ static int usable(struct store *st)
     }
     if (PQstatus(st->conn) != CONNECTION_OK) {
         set_err(st, "postgres connection lost: %s", PQerrorMessage(st->conn));
+        return 0;
+    }
+    if (PQtransactionStatus(st->conn) != PQTRANS_IDLE) {
+        /* Cannot happen unless a caller forgot its commit or rollback; a
+         * fresh session is the safe way back. */
+        log_error("postgres: a transaction was left open; dropping the connection");
+        store_close(st);
         return 0;
     }
     return st->prepared;
@@ -284,81 +375,167 @@ void store_close(struct store *st)
     st->prepared = 0;
 }
 
-/* Runs a prepared statement with n <= 2 int4 parameters in text format.
- * STORE_OK with *res set to its rows (the caller clears it), STORE_NOT_FOUND
- * when there are none. writes: see fail(). With reconnect 0 a connection
- * that is not usable fails at once, for statements run under the lock. */
-static enum store_status query_rows(struct store *st, const char *name, int writes, int reconnect,
-                                    int n, const int32_t *args, PGresult **res)
+static int64_t get_int(const PGresult *res, int col)
 {
-    *res = NULL;
-    if (reconnect) {
-        enum store_status rc = store_ready(st);
-        if (rc != STORE_OK)
-            return rc;
-    } else if (!usable(st)) {
-        return STORE_UNAVAILABLE;
-    }
-    char text[2][16];
-    const char *values[2];
-    for (int i = 0; i < n; i++) {
-        snprintf(text[i], sizeof text[i], "%" PRId32, args[i]);
-        values[i] = text[i];
-    }
-    /* A send that fails sent nothing the server could run. */
-    if (!PQsendQueryPrepared(st->conn, name, n, values, NULL, NULL, 0))
-        return fail(st, NULL, name, 0);
-    enum store_status rc = await_result(st, name, writes, res);
-    if (rc == STORE_OK)
-        rc = expect(st, res, PGRES_TUPLES_OK, name, writes);
-    if (rc == STORE_OK && PQntuples(*res) == 0) {
-        PQclear(*res);
-        *res = NULL;
-        return STORE_NOT_FOUND;
-    }
+    return PQgetisnull(res, 0, col) ? 0 : strtoll(PQgetvalue(res, 0, col), NULL, 10);
+}
+
+/* Ends the open transaction: STORE_OK once PostgreSQL confirmed it. */
+static enum store_status end_tx(struct store *st, const char *command)
+{
+    const struct step step = {NULL, command, 0, NULL, NULL};
+    PGresult *res;
+    enum store_status rc = run(st, &step, 1, &res, strcmp(command, "COMMIT") == 0);
+    PQclear(res);
     return rc;
 }
 
-static int64_t get_int(const PGresult *res, int row, int col)
+void store_rollback(struct store *st)
 {
-    return strtoll(PQgetvalue(res, row, col), NULL, 10);
+    if (st->conn != NULL && PQtransactionStatus(st->conn) != PQTRANS_IDLE &&
+        end_tx(st, "ROLLBACK") != STORE_OK)
+        store_close(st); /* the server rolls back a transaction whose session ends */
 }
 
-enum store_status store_buy(struct store *st, int32_t product, int32_t amount, struct order *out,
-                            int64_t *available)
+enum store_status store_commit(struct store *st)
 {
-    const int32_t args[2] = {product, amount};
-    PGresult *res;
-    enum store_status rc = query_rows(st, "buy", 1, 0, 2, args, &res);
-    if (rc == STORE_OK) {
-        out->id = get_int(res, 0, 0);
-        out->remaining = get_int(res, 0, 1);
-        out->product_id = product;
-        out->amount = amount;
-        PQclear(res);
-        return STORE_OK;
-    }
-    if (rc != STORE_NOT_FOUND)
-        return rc;
+    enum store_status rc = end_tx(st, "COMMIT");
+    if (rc != STORE_OK)
+        store_rollback(st);
+    return rc;
+}
 
-    /* Nothing was bought. Whether the product is missing or short only
-     * changes the answer, never the stock, so a race here cannot matter. */
-    rc = query_rows(st, "stock", 0, 0, 1, args, &res);
+/* A key that is already taken: by a committed request (KEY_EXISTS), or by
+ * one still running that we waited lock_timeout for (KEY_BUSY). */
+static enum store_status key_conflict(const struct store *st, const struct purchase *p,
+                                      enum store_status rc)
+{
+    if (p->key == NULL || rc == STORE_OK)
+        return rc;
+    if (strcmp(st->sqlstate, "23505") == 0) /* unique_violation */
+        return STORE_KEY_EXISTS;
+    if (strcmp(st->sqlstate, "55P03") == 0) /* lock_not_available */
+        return STORE_KEY_BUSY;
+    return rc;
+}
+
+/* Records a refused purchase's outcome for its key and commits. */
+static enum store_status record_refusal(struct store *st, const struct purchase *p,
+                                        const struct outcome *out)
+{
+    char product[16], amount[16], status[8], available[24];
+    snprintf(product, sizeof product, "%" PRId32, p->product);
+    snprintf(amount, sizeof amount, "%" PRId32, p->amount);
+    snprintf(status, sizeof status, "%d", out->status);
+    snprintf(available, sizeof available, "%" PRId64, out->available);
+    const char *const values[] = {p->key, product, amount, status,
+                                  out->status == 409 ? available : NULL};
+    const struct step steps[] = {{"key_refused", NULL, 5, values, NULL},
+                                 {NULL, "COMMIT", 0, NULL, NULL}};
+    PGresult *res[2];
+    enum store_status rc = run(st, steps, 2, res, 0);
+    clear_all(res, 2);
+    return key_conflict(st, p, rc);
+}
+
+/* The purchase matched no row: find out why, in the same transaction. */
+static enum store_status refused(struct store *st, const struct purchase *p, const char *id,
+                                 struct outcome *out)
+{
+    const char *const values[] = {id};
+    PGresult *res;
+    enum store_status rc = query(st, "stock", 1, values, &res);
+    if (rc == STORE_NOT_FOUND) {
+        out->status = 404;
+    } else if (rc == STORE_OK) {
+        out->available = get_int(res, 0);
+        out->fence = get_int(res, 1);
+        out->status = 409;
+        PQclear(res);
+        if (out->fence >= p->fence) {
+            store_rollback(st);
+            return STORE_FENCED;
+        }
+    } else {
+        store_rollback(st);
+        return rc;
+    }
+    if (p->key == NULL) {
+        store_rollback(st); /* nothing was written */
+    } else if ((rc = record_refusal(st, p, out)) != STORE_OK) {
+        store_rollback(st);
+        return rc;
+    }
+    return out->status == 404 ? STORE_NOT_FOUND : STORE_INSUFFICIENT;
+}
+
+enum store_status store_buy(struct store *st, const struct purchase *p, struct outcome *out)
+{
+    char id[16], amount[16], fence[24];
+    memset(out, 0, sizeof *out);
+    if (!usable(st))
+        return STORE_UNAVAILABLE;
+    snprintf(id, sizeof id, "%" PRId32, p->product);
+    snprintf(amount, sizeof amount, "%" PRId32, p->amount);
+    snprintf(fence, sizeof fence, "%" PRId64, p->fence);
+    const char *const values[] = {id, amount, fence, p->key};
+    const struct step steps[] = {{NULL, "BEGIN", 0, NULL, NULL}, {"buy", NULL, 4, values, NULL}};
+    PGresult *res[2];
+
+    enum store_status rc = run(st, steps, 2, res, 0);
+    if (rc != STORE_OK) {
+        rc = key_conflict(st, p, rc); /* before the rollback changes st->sqlstate */
+        store_rollback(st);
+        return rc;
+    }
+    PGresult *rows = res[1];
+    if (PQntuples(rows) == 0) {
+        clear_all(res, 2);
+        return refused(st, p, id, out);
+    }
+    out->status = 200;
+    out->order.id = get_int(rows, 0);
+    out->order.remaining = get_int(rows, 1);
+    out->order.product_id = p->product;
+    out->order.amount = p->amount;
+    clear_all(res, 2);
+    return STORE_OK;
+}
+
+enum store_status store_key(struct store *st, const char *key, int32_t *product, int32_t *amount,
+                            struct outcome *out)
+{
+    const char *const values[] = {key};
+    PGresult *res;
+    enum store_status rc = store_ready(st);
     if (rc != STORE_OK)
         return rc;
-    *available = get_int(res, 0, 0);
+    memset(out, 0, sizeof *out);
+    if ((rc = query(st, "key", 1, values, &res)) != STORE_OK)
+        return rc;
+    *product = (int32_t)get_int(res, 0);
+    *amount = (int32_t)get_int(res, 1);
+    out->status = (int)get_int(res, 2);
+    out->order.id = get_int(res, 3);
+    out->order.remaining = get_int(res, 4);
+    out->order.product_id = *product;
+    out->order.amount = *amount;
+    out->available = get_int(res, 5);
     PQclear(res);
-    return STORE_INSUFFICIENT;
+    return STORE_OK;
 }
 
 enum store_status store_product(struct store *st, int32_t id, struct product *out)
 {
+    char text[16];
+    snprintf(text, sizeof text, "%" PRId32, id);
+    const char *const values[] = {text};
     PGresult *res;
-    enum store_status rc = query_rows(st, "product", 0, 1, 1, &id, &res);
-    if (rc != STORE_OK)
+    enum store_status rc = store_ready(st);
+    if (rc != STORE_OK || (rc = query(st, "product", 1, values, &res)) != STORE_OK)
         return rc;
-    out->id = (int32_t)get_int(res, 0, 0);
-    out->amount = get_int(res, 0, 2);
+    out->id = (int32_t)get_int(res, 0);
+    out->amount = get_int(res, 2);
     out->name = NULL;
     if (!PQgetisnull(res, 0, 1)) {
         out->name = strdup(PQgetvalue(res, 0, 1));
@@ -374,7 +551,8 @@ enum store_status store_product(struct store *st, int32_t id, struct product *ou
 enum store_status store_ping(struct store *st)
 {
     PGresult *res;
-    enum store_status rc = query_rows(st, "ping", 0, 1, 0, NULL, &res);
-    PQclear(res);
+    enum store_status rc = store_ready(st);
+    if (rc == STORE_OK && (rc = query(st, "ping", 0, NULL, &res)) == STORE_OK)
+        PQclear(res);
     return rc;
 }

@@ -10,6 +10,7 @@
 void worker_open(struct worker *w, const struct config *cfg)
 {
     w->cfg = cfg;
+    w->locks_lost = 0;
     if (lock_client_open(&w->lock, cfg) < 0)
         log_warn("%s (will retry on the next request)", w->lock.err);
     if (store_open(&w->store, cfg) < 0)

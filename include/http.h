@@ -16,10 +16,11 @@
 struct response;
 
 struct http_request {
-    const char *method;         /* REQUEST_METHOD */
-    const char *path;           /* DOCUMENT_URI: decoded path, no query */
-    const char *content_type;   /* CONTENT_TYPE, or NULL */
-    const char *content_length; /* CONTENT_LENGTH, or NULL */
+    const char *method;          /* REQUEST_METHOD */
+    const char *path;            /* DOCUMENT_URI: decoded path, no query */
+    const char *content_type;    /* CONTENT_TYPE, or NULL */
+    const char *content_length;  /* CONTENT_LENGTH, or NULL */
+    const char *idempotency_key; /* the Idempotency-Key header, or NULL */
     FCGX_Stream *in;
 };
 

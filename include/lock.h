@@ -1,25 +1,28 @@
-/* lock.h -- the per-product Redis lock: an efficiency lock, not a guard.
+/* lock.h -- the per-product Redis lock: an efficiency lock, fenced.
  *
  * The lock lines buyers of one product up in front of PostgreSQL so they do
  * not pile onto the same row lock; correctness does not depend on it (see
- * store.h). It is a single-node lease:
+ * store.h). It is a single-node lease, and every grant carries a fence:
  *
- *   acquire  SET lock:product:{id} <token> NX PX <ttl>; the token is 128
- *            random bits from getrandom(), so only its owner can release it.
+ *   acquire  one script: SET lock:product:{id} <token> NX PX <ttl> and, if
+ *            that took the lock, INCR fence:product:{id}. The token is 128
+ *            random bits from getrandom(), so only its owner can release
+ *            it; the fence only grows, so PostgreSQL can refuse a purchase
+ *            from a holder whose lock expired and was granted again since.
  *            A busy lock is retried with capped exponential backoff and
  *            jitter until a deadline (LOCK_WAIT_MS), never a retry count.
- *   release  compare-and-delete in one Lua script (EVALSHA, falling back to
- *            EVAL when Redis lost its script cache). A lock that expired
- *            and was taken by someone else is left alone.
+ *   release  compare-and-delete in one script. A lock that expired and was
+ *            taken by someone else is left alone.
  *
- * One hiredis connection per worker process. Every command is bounded by
- * REDIS_TIMEOUT_MS; after any connection error the context is dropped and the
- * next call reconnects, so a Redis restart needs no worker restart. A lock
- * whose release failed (or whose SET timed out, and may have been applied)
- * is released on the next call that reaches Redis, rather than left to block
- * its product until its TTL. Only the most recent one is remembered: a worker
- * fails at most one purchase per outage before it stops reaching Redis, and
- * any older one still expires by its TTL. */
+ * Scripts run with EVALSHA, falling back to EVAL when Redis lost its script
+ * cache. One hiredis connection per worker process. Every command is bounded
+ * by REDIS_TIMEOUT_MS; after any connection error the context is dropped and
+ * the next call reconnects, so a Redis restart needs no worker restart. A
+ * lock whose release failed (or whose acquire timed out, and may have been
+ * applied) is released on the next call that reaches Redis, rather than left
+ * to block its product until its TTL. Only the most recent one is
+ * remembered: a worker fails at most one purchase per outage before it stops
+ * reaching Redis, and any older one still expires by its TTL. */
 #ifndef STOCK_LOCK_H
 #define STOCK_LOCK_H
 
@@ -32,20 +35,25 @@ enum lock_status {
     LOCK_OK,
     LOCK_TIMEOUT,     /* someone else held the lock until our deadline */
     LOCK_UNAVAILABLE, /* Redis unreachable, timing out or refusing */
-    LOCK_LOST         /* release: the lock had expired; someone else may hold it */
+    LOCK_LOST         /* the lock is no longer ours: it expired, maybe taken since */
 };
 
 struct lock {
-    char key[32];   /* lock:product:{id}; empty for no lock */
-    char token[33]; /* 32 hex digits */
+    char key[32];       /* lock:product:{id}; empty for no lock */
+    char fence_key[32]; /* fence:product:{id} */
+    char token[33];     /* 32 hex digits */
+    int64_t fence;      /* this grant's fence: larger than any before it */
+    int64_t started_ms; /* CLOCK_MONOTONIC when the granting request was sent */
 };
+
+enum lock_script { SCRIPT_ACQUIRE, SCRIPT_RELEASE, SCRIPT_REFENCE, SCRIPT_COUNT };
 
 struct lock_client {
     const struct config *cfg;
     struct redisContext *redis;
-    char release_sha[41];   /* SHA1 of the release script on this server */
-    uint64_t rng;           /* xorshift state for backoff jitter */
-    struct lock unreleased; /* the last lock we may hold but could not release */
+    char sha[SCRIPT_COUNT][41]; /* SHA1 of each script on this server */
+    uint64_t rng;               /* xorshift state for backoff jitter */
+    struct lock unreleased;     /* the last lock we may hold but could not release */
     char err[256];
 };
 
@@ -58,9 +66,22 @@ void lock_client_close(struct lock_client *lc);
  * all is well (a poll(), no round trip). Returns LOCK_OK or LOCK_UNAVAILABLE. */
 enum lock_status lock_ready(struct lock_client *lc);
 
-/* Takes the lock on product, waiting up to LOCK_WAIT_MS. Returns LOCK_OK,
- * LOCK_TIMEOUT or LOCK_UNAVAILABLE. On failure nothing is left held. */
+/* Takes the lock on product, waiting up to LOCK_WAIT_MS. Returns LOCK_OK
+ * (lk->fence set), LOCK_TIMEOUT or LOCK_UNAVAILABLE. On failure nothing is
+ * left held. */
 enum lock_status lock_acquire(struct lock_client *lc, int32_t product, struct lock *lk);
+
+/* After PostgreSQL refused lk's fence as not newer than floor, the fence it
+ * has applied: if lk still holds our token, the counter fell behind (Redis
+ * restarted without persistence, so INCR started again low). Raises it
+ * above floor and draws a new lk->fence: LOCK_OK. If the lock is no longer
+ * ours, we are the stale holder the fence is there to refuse: LOCK_LOST. */
+enum lock_status lock_refence(struct lock_client *lc, struct lock *lk, int64_t floor);
+
+/* True while lk's validity is not spent: TTL minus the time since the
+ * granting request was sent, minus a margin for clock drift, on
+ * CLOCK_MONOTONIC. A purchase commits only while this holds. */
+int lock_valid(const struct lock_client *lc, const struct lock *lk);
 
 /* Releases lk if it still holds our token. Returns LOCK_OK, LOCK_LOST or
  * LOCK_UNAVAILABLE (the lock then expires by its TTL). */

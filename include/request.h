@@ -41,6 +41,11 @@ int request_is_json(const char *content_type);
  * PROBLEM_INVALID_JSON for anything that is not a plain decimal. */
 enum problem request_parse_length(const char *s, size_t max, size_t *len);
 
+/* Checks an Idempotency-Key header value: absent (NULL) is fine; otherwise
+ * 1 to 255 printable ASCII characters (space to tilde). Returns
+ * PROBLEM_NONE or PROBLEM_INVALID_IDEMPOTENCY_KEY. */
+enum problem request_check_key(const char *key);
+
 /* Parses a purchase body: a JSON object whose "amount" member appears exactly
  * once and is a JSON integer from 1 to 2147483647. Other members are ignored.
  * Returns PROBLEM_NONE, PROBLEM_INVALID_JSON (not an RFC 8259 object) or

@@ -16,6 +16,7 @@
 #include "problem.h"
 
 struct order;
+struct outcome;
 struct product;
 
 #define CONTENT_TYPE_JSON    "application/json"
@@ -29,6 +30,7 @@ struct response {
     int body_static;     /* body must not be freed */
     int retry_after;     /* seconds; 0 for no Retry-After header */
     const char *allow;   /* Allow header for 405, else NULL */
+    int replayed;        /* answered from an idempotency key: Idempotent-Replayed */
     enum problem reason; /* PROBLEM_NONE on success: what the log records */
 };
 
@@ -46,6 +48,10 @@ int response_not_allowed(struct response *res, const char *allow);
 
 /* 200 {"order_id":..,"product_id":..,"amount":..,"remaining":..} */
 int response_order(struct response *res, const struct order *o);
+
+/* A purchase's outcome (200, or a 404 or 409 problem), as first answered;
+ * requested is the amount asked for. */
+int response_outcome(struct response *res, const struct outcome *o, int32_t requested);
 
 /* 200 {"id":..,"name":..,"amount":..} */
 int response_product(struct response *res, const struct product *p);

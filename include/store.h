@@ -2,16 +2,19 @@
  *
  * PostgreSQL, not the Redis lock, is what makes overselling impossible: a
  * purchase is one conditional statement (UPDATE ... WHERE amount >= $2) that
- * PostgreSQL re-checks under its row lock, backed by CHECK (amount >= 0).
+ * PostgreSQL re-checks under its row lock, backed by CHECK (amount >= 0). The
+ * same statement applies the lock's fence (... AND fence < $3), so a holder
+ * whose lock expired and was granted again since is refused.
  *
  * One connection per worker process, opened at start and kept. Calls make
  * sure the connection is usable (reconnecting and re-preparing the
- * statements if the server went away), except store_buy(), which runs under
- * the lock. No call leaves a transaction open: each statement is its own
- * transaction, and its outcome is read to the end (ReadyForQuery), so
- * store_buy() returns STORE_OK only once the COMMIT succeeded. Every
- * statement has a client-side deadline, statement_timeout +
- * STATEMENT_GRACE_MS.
+ * statements if the server went away), except the purchase calls, which run
+ * under the lock. Statements are sent as pipelines (several in one round
+ * trip) and every outcome is read to the end, so an error that comes after
+ * a statement's rows (a COMMIT that fails) is never missed. Every round trip
+ * has a client-side deadline, statement_timeout + STATEMENT_GRACE_MS. No
+ * call leaves a transaction open, except store_buy() on success, whose
+ * caller must store_commit() or store_rollback().
  *
  * Errors are returned as codes; the detail for the log is kept in st->err. */
 #ifndef STOCK_STORE_H
@@ -24,8 +27,11 @@ struct pg_conn; /* libpq's PGconn */
 
 enum store_status {
     STORE_OK,
-    STORE_NOT_FOUND,    /* no such product */
+    STORE_NOT_FOUND,    /* no such product (or idempotency key) */
     STORE_INSUFFICIENT, /* the product has fewer units than asked for */
+    STORE_FENCED,       /* PostgreSQL has applied a newer fence: a stale lock */
+    STORE_KEY_EXISTS,   /* the idempotency key was used already */
+    STORE_KEY_BUSY,     /* a request with the same key is still in flight */
     STORE_UNAVAILABLE,  /* PostgreSQL unreachable, restarting or timing out */
     STORE_UNKNOWN,      /* the connection broke while a purchase was in flight:
                            it may or may not have committed */
@@ -35,7 +41,8 @@ enum store_status {
 struct store {
     const struct config *cfg;
     struct pg_conn *conn;
-    int prepared; /* statements exist on this session */
+    int prepared;     /* statements exist on this session */
+    char sqlstate[6]; /* of the last failure, "" if none came from the server */
     char err[256];
 };
 
@@ -52,6 +59,22 @@ struct order {
     int64_t remaining;
 };
 
+/* What a purchase asks for. */
+struct purchase {
+    int32_t product;
+    int32_t amount;
+    int64_t fence;   /* from the lock grant */
+    const char *key; /* Idempotency-Key, or NULL */
+};
+
+/* What a purchase, or an idempotency key, ended with. */
+struct outcome {
+    int status;         /* 200, 404 or 409 */
+    struct order order; /* for 200 */
+    int64_t available;  /* for 409: the stock seen */
+    int64_t fence;      /* for STORE_FENCED: the fence PostgreSQL has */
+};
+
 /* Connects and prepares. Returns 0, or -1 if PostgreSQL is not reachable yet:
  * the store stays usable and the next call tries again. */
 int store_open(struct store *st, const struct config *cfg);
@@ -61,18 +84,37 @@ void store_close(struct store *st);
  * Cheap when all is well (no round trip). */
 enum store_status store_ready(struct store *st);
 
-/* Buys amount units of product: decrements the stock and records the order
- * in one transaction. STORE_OK fills *out after COMMIT. STORE_INSUFFICIENT
- * sets *available to the stock seen after the refusal. STORE_UNAVAILABLE
- * means nothing was bought; STORE_UNKNOWN that PostgreSQL did not answer
- * (the connection broke, or the deadline passed), so the purchase may have
- * committed. It is never retried here, for that reason.
+/* Runs a purchase up to, not including, its COMMIT, in one round trip:
+ * decrements the stock if there is enough and the fence is newer, records
+ * the order and, with a key, the key's outcome.
+ *
+ *   STORE_OK            out->order is set; the transaction stays open for
+ *                       the caller to store_commit() or store_rollback();
+ *   STORE_NOT_FOUND,
+ *   STORE_INSUFFICIENT  nothing bought (out->available set for the latter);
+ *                       with a key, that outcome is recorded and committed;
+ *   STORE_FENCED        nothing bought: out->fence is newer than ours;
+ *   STORE_KEY_EXISTS    nothing bought: look the key up (store_key);
+ *   STORE_KEY_BUSY      nothing bought: the key's first request is running;
+ *   anything else       see store_status; nothing left open.
  *
  * It does not reconnect: call store_ready() first, before taking the lock,
  * so that a reconnect never stretches the time the lock is held. A
  * connection lost since then answers STORE_UNAVAILABLE. */
-enum store_status store_buy(struct store *st, int32_t product, int32_t amount, struct order *out,
-                            int64_t *available);
+enum store_status store_buy(struct store *st, const struct purchase *p, struct outcome *out);
+
+/* Commits the purchase store_buy() left open. STORE_OK once PostgreSQL has
+ * confirmed the COMMIT; STORE_UNKNOWN if it never said. */
+enum store_status store_commit(struct store *st);
+
+/* Rolls back the purchase store_buy() left open (dropping the connection if
+ * even that fails, which rolls it back on the server). */
+void store_rollback(struct store *st);
+
+/* Looks up an idempotency key: STORE_OK with its request (product, amount in
+ * *product, *amount) and outcome, or STORE_NOT_FOUND. */
+enum store_status store_key(struct store *st, const char *key, int32_t *product, int32_t *amount,
+                            struct outcome *out);
 
 /* Reads one product. On STORE_OK the caller frees out->name. */
 enum store_status store_product(struct store *st, int32_t id, struct product *out);

@@ -15,6 +15,7 @@ struct worker {
     const struct config *cfg;
     struct lock_client lock;
     struct store store;
+    unsigned long locks_lost; /* purchases refused for a lost lock, for the log */
 };
 
 /* Opens both connections. A dependency that is down is not fatal: the worker

@@ -27,6 +27,12 @@ BEGIN
 END
 $$;
 
+-- The fence of the last purchase applied to each product. Every grant of the
+-- Redis lock carries a larger fence; the purchase statement applies only
+-- "WHERE fence < $fence", so a holder whose lock expired while it was paused
+-- (and was granted again to someone else since) is refused by PostgreSQL.
+ALTER TABLE products ADD COLUMN IF NOT EXISTS fence BIGINT NOT NULL DEFAULT 0;
+
 -- One row per acknowledged purchase, written in the same transaction as the
 -- decrement, so that at all times:
 --   initial stock = products.amount + SUM(orders.amount)
@@ -38,3 +44,26 @@ CREATE TABLE IF NOT EXISTS orders (
 );
 
 CREATE INDEX IF NOT EXISTS orders_product_id ON orders (product_id);
+
+-- The fence of the lock grant that made each sale: per product, fences grow
+-- with the order ids, and a sale without a lock would show as a gap in that.
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS fence BIGINT NOT NULL DEFAULT 0;
+
+-- Idempotency keys (the Idempotency-Key request header): the first request
+-- with a key records its outcome here, in the same transaction as its
+-- purchase; a retry with the same key gets that outcome back and buys
+-- nothing. While the first request is in flight its row is uncommitted, and
+-- a second INSERT of the same key waits for it. Rows older than 24 hours
+-- may be removed with sql/prune.sql.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key        TEXT PRIMARY KEY CHECK (length(key) BETWEEN 1 AND 255),
+    product_id INTEGER NOT NULL,
+    amount     INTEGER NOT NULL,
+    status     SMALLINT NOT NULL,          -- 200, 404 or 409
+    order_id   BIGINT REFERENCES orders (id),
+    remaining  BIGINT,                     -- for 200
+    available  BIGINT,                     -- for 409
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE INDEX IF NOT EXISTS idempotency_keys_created_at ON idempotency_keys (created_at);

@@ -210,3 +210,22 @@ waiting_purchase() {
     done
     echo "$pid"
 }
+
+# wait_stopped: waits (10 s at most) until start_worker's responder has
+# stopped itself at its fault point (STOCK_FAULT; state T in /proc).
+wait_stopped() {
+    for ((i = 0; i < 200; i++)); do
+        [[ $(sed 's/^.*) //' "/proc/$WORKER/stat" 2>/dev/null | cut -d' ' -f1) == T ]] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# wait_gone KEY: waits (15 s at most) until the Redis key has expired.
+wait_gone() {
+    for ((i = 0; i < 300; i++)); do
+        [[ $(rcli EXISTS "$1") == 0 ]] && return 0
+        sleep 0.05
+    done
+    return 1
+}

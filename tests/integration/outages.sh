@@ -106,22 +106,22 @@ pids=$(pg_pids)
 pause $pids
 buy "/buy/$H" '{"amount": 1}' --max-time 20
 expect "PostgreSQL hung: purchase answers 503 service_unavailable, no hang" 503 service_unavailable
-check "PostgreSQL hung: the answer says the outcome is unknown" jq -e \
-    '.detail | contains("may or may not")' <<<"$BODY"
+check "PostgreSQL hung: the answer is definite: no COMMIT was ever sent" jq -e \
+    '.detail | contains("may or may not") | not' <<<"$BODY"
 http GET /healthz --max-time 20
 check "PostgreSQL hung: /healthz names postgres as down" jq -e '.postgres == "down"' <<<"$BODY"
 # shellcheck disable=SC2086
 resume $pids
-# The statement was already in the server's socket: it may run on waking.
+# The statement was already in the server's socket and runs on waking, but
+# in a transaction whose COMMIT never comes: the worker dropped the
+# connection, so the server rolls it back.
 for ((i = 0; i < 50; i++)); do
     buy "/buy/$H" '{"amount": 1}' --max-time 20
     [[ $STATUS == 200 ]] && break
     sleep 0.1
 done
 expect "PostgreSQL back: the product sells again" 200
-# Here the uncertain purchase did commit on waking (2) or not (1); never twice.
-check "PostgreSQL back: the uncertain purchase counted at most once ($(sold "$H") sold)" \
-    test "$(sold "$H")" -ge 1 -a "$(sold "$H")" -le 2
+same "PostgreSQL back: only that purchase was sold, the refused one never" "$(sold "$H")" 1
 same "PostgreSQL back: stock + orders = 10" "$(($(stock "$H") + $(sold "$H")))" 10
 
 # A backend ended while its worker was idle (pg_terminate_backend, a restart):
@@ -142,29 +142,61 @@ fcgi_buy "$T" >"$TMP/answer"
 check "after its backend was terminated, its next purchase succeeds" grep -q '^Status: 200' "$TMP/answer"
 stop_worker
 
-# The connection breaks while the purchase statement runs: the client cannot
-# know whether it committed, and the answer says so. The statement waits on a
-# row lock (hold_row) so it is provably in flight; a worker of our own with a
-# long statement_timeout keeps this free of timing.
+# The connection breaks while the purchase statement runs, before its
+# COMMIT was sent: nothing can have been bought, and the answer is a plain
+# 503. The statement waits on a row lock (hold_row), so it is provably in
+# flight; a worker of our own with a long statement_timeout keeps this free
+# of timing.
 Q=$(new_product "Lost connection" 10)
 hold_row "$Q"
 STATEMENT_TIMEOUT_MS=30000 LOCK_TTL_MS=70000 start_worker
 fcgi_buy "$Q" >"$TMP/answer" &
 buyer=$!
 backend=$(waiting_purchase)
-check "lost connection: the purchase is waiting inside PostgreSQL" test -n "$backend"
+check "lost before COMMIT: the purchase is waiting inside PostgreSQL" test -n "$backend"
 kill -KILL "$backend" # no goodbye: the client sees the socket close
 wait "$buyer"
-check "lost connection: the answer is 503 service_unavailable" grep -q '^Status: 503' "$TMP/answer"
-check "lost connection: the answer says the outcome is unknown" grep -q 'may or may not' "$TMP/answer"
+check "lost before COMMIT: the answer is 503 service_unavailable" grep -q '^Status: 503' "$TMP/answer"
+check "lost before COMMIT: the answer is definite" eval "! grep -q 'may or may not' $TMP/answer"
 stop_worker
-# PostgreSQL restarts every backend after one is killed; wait for it.
-for ((i = 0; i < 100; i++)); do
-    sql "SELECT 1" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-same "lost connection: here it had not committed: nothing was sold" "$(sold "$Q")/$(stock "$Q")" "0/10"
+wait_for_postgres() { # it restarts every backend after one is killed
+    for ((i = 0; i < 100; i++)); do
+        sql "SELECT 1" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+}
+wait_for_postgres
+same "lost before COMMIT: nothing was sold" "$(sold "$Q")/$(stock "$Q")" "0/10"
 buy "/buy/$Q" '{"amount": 1}'
-expect "lost connection: the stack's workers recover by themselves" 200
+expect "lost before COMMIT: the stack's workers recover by themselves" 200
+
+# The connection breaks during the COMMIT itself: only then is the outcome
+# unknown to the worker, and the answer says so. A deferred trigger that
+# sleeps holds the COMMIT open; the backend is killed while it sleeps.
+U=$(new_product "Lost during COMMIT" 10)
+sql "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql
+         AS 'BEGIN PERFORM pg_sleep(60); RETURN NULL; END';
+     CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON orders
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.product_id = $U)
+         EXECUTE FUNCTION slow_commit()"
+STATEMENT_TIMEOUT_MS=30000 LOCK_TTL_MS=70000 start_worker
+fcgi_buy "$U" >"$TMP/answer" &
+buyer=$!
+for ((i = 0; i < 200; i++)); do
+    backend=$(sql "SELECT pid FROM pg_stat_activity WHERE application_name = 'stock-fcgi'
+                   AND query = 'COMMIT' AND wait_event = 'PgSleep'")
+    [[ -n $backend ]] && break
+    sleep 0.05
+done
+check "lost during COMMIT: the purchase is inside its COMMIT" test -n "$backend"
+kill -KILL "$backend"
+wait "$buyer"
+check "lost during COMMIT: the answer is 503 service_unavailable" grep -q '^Status: 503' "$TMP/answer"
+check "lost during COMMIT: the answer says the outcome is unknown" grep -q 'may or may not' "$TMP/answer"
+stop_worker
+wait_for_postgres
+sql "DROP TRIGGER slow_commit ON orders; DROP FUNCTION slow_commit()"
+same "lost during COMMIT: stock + orders = 10 (here it did not commit)" \
+    "$(($(stock "$U") + $(sold "$U")))/$(sold "$U")" "10/0"
 
 finish

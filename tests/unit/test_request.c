@@ -174,8 +174,27 @@ static void decimal_rejects_non_canonical_text(void)
     }
 }
 
+static void idempotency_key_is_printable_ascii_up_to_255(void)
+{
+    char key[257];
+    memset(key, 'k', sizeof key - 1);
+    key[255] = '\0';
+    CHECK(request_check_key(NULL) == PROBLEM_NONE);
+    CHECK(request_check_key("a") == PROBLEM_NONE);
+    CHECK(request_check_key("order 42 / retry ~!") == PROBLEM_NONE);
+    CHECK(request_check_key(key) == PROBLEM_NONE);
+    key[255] = 'k';
+    key[256] = '\0';
+    CHECK(request_check_key(key) == PROBLEM_INVALID_IDEMPOTENCY_KEY);
+    CHECK(request_check_key("") == PROBLEM_INVALID_IDEMPOTENCY_KEY);
+    CHECK(request_check_key("tab\there") == PROBLEM_INVALID_IDEMPOTENCY_KEY);
+    CHECK(request_check_key("del\x7f") == PROBLEM_INVALID_IDEMPOTENCY_KEY);
+    CHECK(request_check_key("caf\xc3\xa9") == PROBLEM_INVALID_IDEMPOTENCY_KEY);
+}
+
 void suite_request(void)
 {
+    RUN(idempotency_key_is_printable_ascii_up_to_255);
     RUN(decimal_accepts_canonical_numbers_up_to_max);
     RUN(decimal_rejects_non_canonical_text);
     RUN(route_matches_exact_segments);

@@ -120,8 +120,28 @@ static void problem_codes_are_unique_and_complete(void)
     CHECK(problem_info((enum problem)999) == problem_info(PROBLEM_INTERNAL));
 }
 
+static void outcome_rebuilds_each_first_answer(void)
+{
+    struct response res;
+    struct outcome o = {.status = 200,
+                        .order = {.id = 7, .product_id = 3, .amount = 2, .remaining = 5}};
+    response_init(&res);
+    CHECK(response_outcome(&res, &o, 2) == 0);
+    CHECK(res.status == 200 &&
+          body_is(&res, "{\"order_id\":7,\"product_id\":3,\"amount\":2,\"remaining\":5}"));
+    o.status = 409;
+    o.available = 1;
+    CHECK(response_outcome(&res, &o, 2) == 0);
+    CHECK(res.status == 409 && strstr(res.body, "\"available\":1,\"requested\":2}") != NULL);
+    o.status = 404;
+    CHECK(response_outcome(&res, &o, 2) == 0);
+    CHECK(res.status == 404 && strstr(res.body, "\"code\":\"product_not_found\"") != NULL);
+    response_free(&res);
+}
+
 void suite_response(void)
 {
+    RUN(outcome_rebuilds_each_first_answer);
     RUN(new_response_is_internal_error);
     RUN(order_body_has_the_v1_shape);
     RUN(product_body_escapes_names_and_allows_null);

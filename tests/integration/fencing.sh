@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# fencing.sh -- every lock grant carries a larger fence, and PostgreSQL
+# refuses a purchase whose fence is not newer than the last one applied: a
+# holder whose lock expired while it was paused sells nothing. A purchase
+# whose lock validity is spent before COMMIT is rolled back. The fence
+# survives a Redis restart without persistence.
+. "$(dirname "$0")/lib.sh"
+
+fences() {
+    sql "SELECT string_agg(fence::text, ' ' ORDER BY id) FROM orders WHERE product_id = $1"
+}
+
+P=$(new_product "Fenced" 10)
+buy "/buy/$P" '{"amount": 1}'
+buy "/buy/$P" '{"amount": 1}'
+read -r f1 f2 <<<"$(fences "$P")"
+check "each sale records its grant's fence, and fences grow ($f1 < $f2)" test "$f1" -lt "$f2"
+same "the product keeps the last fence applied" "$(sql "SELECT fence FROM products WHERE id = $P")" "$f2"
+
+# A holder paused (SIGSTOP) right after it took the lock, for longer than the
+# TTL; meanwhile someone else buys. Woken, its purchase must be refused.
+# TTL 4000 ms is the smallest the default timeouts allow (> 2 x 1750).
+S=$(new_product "Stale holder" 10)
+STOCK_FAULT=locked LOCK_TTL_MS=4000 start_worker
+fcgi_buy "$S" >"$TMP/answer" &
+buyer=$!
+check "stale holder: the worker is frozen holding the lock" wait_stopped
+check "stale holder: its lock expires by its TTL" wait_gone "lock:product:$S"
+buy "/buy/$S" '{"amount": 1}'
+expect "stale holder: meanwhile another buyer gets the lock and buys" 200
+kill -CONT "$WORKER"
+wait "$buyer"
+check "stale holder: woken, it answers 503" grep -q '^Status: 503' "$TMP/answer"
+check "stale holder: with code lock_lost" grep -q '"code":"lock_lost"' "$TMP/answer"
+check "stale holder: and Retry-After" grep -q '^Retry-After: 1' "$TMP/answer"
+same "stale holder: only the other buyer's unit was sold" "$(sold "$S")/$(stock "$S")" "1/9"
+check "stale holder: the refusal is logged" grep -q "lock lost (PostgreSQL has applied a newer fence)" \
+    "$TMP/w.log"
+stop_worker
+
+# A holder paused after its purchase ran but before COMMIT, past its TTL,
+# while nobody else wants the product: no newer fence exists, but the
+# validity check before COMMIT refuses it.
+V=$(new_product "Spent validity" 10)
+STOCK_FAULT=before_commit LOCK_TTL_MS=4000 start_worker
+fcgi_buy "$V" >"$TMP/answer" &
+buyer=$!
+check "spent validity: the worker is frozen before its COMMIT" wait_stopped
+check "spent validity: its lock expires by its TTL" wait_gone "lock:product:$V"
+kill -CONT "$WORKER"
+wait "$buyer"
+check "spent validity: woken, it answers 503 lock_lost" grep -q '"code":"lock_lost"' "$TMP/answer"
+same "spent validity: the purchase was rolled back" "$(sold "$V")/$(stock "$V")" "0/10"
+check "spent validity: the reason is logged" grep -q "its validity was spent before COMMIT" "$TMP/w.log"
+stop_worker
+
+# Redis restarted without persistence: every fence counter starts again at
+# 1, below what PostgreSQL has applied. The holder still owns its lock, so
+# it reseeds the counter from PostgreSQL and the purchase goes through.
+R=$(new_product "Redis restart" 10)
+buy "/buy/$R" '{"amount": 1}'
+buy "/buy/$R" '{"amount": 1}'
+before=$(sql "SELECT fence FROM products WHERE id = $R")
+"$STACK" stop redis
+"$STACK" up >/dev/null
+same "Redis restarted: the fence counter is gone" "$(rcli EXISTS "fence:product:$R")" 0
+buy "/buy/$R" '{"amount": 1}'
+expect "Redis restarted: the next purchase still succeeds" 200
+after=$(sql "SELECT fence FROM products WHERE id = $R")
+check "Redis restarted: its fence is newer than before the restart ($before < $after)" \
+    test "$before" -lt "$after"
+check "Redis restarted: the reseed is logged" grep -q "fence counter was behind PostgreSQL" \
+    "$RUN_DIR/log/app.log"
+buy "/buy/$R" '{"amount": 1}'
+expect "Redis restarted: and the purchases after it too" 200
+same "Redis restarted: 4 sold, fences still growing" "$(fences "$R" | tr ' ' '\n' | sort -n -c && echo sorted)/$(sold "$R")" "sorted/4"
+
+same "no lock key is left in Redis" "$(lock_keys)" 0
+finish
