@@ -65,7 +65,7 @@ trap cleanup EXIT
 
 
 if "$STACK" up; then
-    for t in api lock fencing idempotency concurrency outages signals config; do
+    for t in api hostile lock fencing idempotency concurrency outages signals config; do
         suite "$t" "tests/integration/$t.sh"
     done
     "$STACK" down
