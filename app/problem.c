@@ -44,6 +44,12 @@ static const struct problem_info problems[PROBLEM_COUNT] = {
                                      "A request with this Idempotency-Key is still running; "
                                      "retry to get its answer.",
                                      1},
+    /* The one answer that does not say what happened: retrying with the
+     * same Idempotency-Key finds out safely. */
+    [PROBLEM_OUTCOME_UNKNOWN] = {503, "outcome_unknown", "Outcome unknown",
+                                 "The purchase may or may not have been made; retry with the "
+                                 "same Idempotency-Key to find out.",
+                                 1},
 };
 
 const struct problem_info *problem_info(enum problem p)

@@ -164,9 +164,7 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
         break;
     case STORE_UNKNOWN:
         log_error("product %d: purchase outcome unknown: %s", (int)product, w->store.err);
-        response_problem(res, PROBLEM_SERVICE_UNAVAILABLE,
-                         "PostgreSQL did not confirm the purchase: it may or may not have been "
-                         "recorded.");
+        response_problem(res, PROBLEM_OUTCOME_UNKNOWN, NULL);
         break;
     default:
         worker_store_failed(w, st, res);

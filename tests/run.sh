@@ -68,6 +68,9 @@ if "$STACK" up; then
     for t in api hostile lock fencing idempotency concurrency outages signals config; do
         suite "$t" "tests/integration/$t.sh"
     done
+    for t in kill-worker pause-holder redis-crash postgres-crash client-disconnect sigterm-pool; do
+        suite "fault: $t" "tests/fault/$t.sh"
+    done
     "$STACK" down
     # Reports are written when a responder hits an error or exits with a leak.
     reports=$(ls "$RUN_DIR"/log/sanitizer.* 2>/dev/null)

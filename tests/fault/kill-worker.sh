@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# kill-worker.sh -- kill -9 workers under load, one of them while it
+# provably holds a product's lock: the lock frees by its TTL, multiwatch
+# starts replacements, later buyers succeed, and the invariants hold.
+. "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/lib.sh"
+
+P=$(new_product "Kill a worker" 100000)
+start_load "$P" 24
+
+# A worker of our own, frozen right after it took the product's lock.
+STOCK_FAULT=locked start_worker
+printf '{"amount": 1}' | "$FCGI_REQUEST" "$TMP/w.sock" REQUEST_METHOD=POST DOCUMENT_URI="/buy/$P" \
+    CONTENT_TYPE=application/json CONTENT_LENGTH=13 HTTP_IDEMPOTENCY_KEY="fault-$$-holder" \
+    >/dev/null 2>&1 &
+check "a worker is frozen holding the lock" wait_stopped
+kill -KILL "$WORKER"
+wait "$WORKER" 2>/dev/null
+WORKER=
+check "the dead holder's lock frees by its TTL" wait_gone "lock:product:$P"
+
+# And the stack's own workers, one after another, while they serve the load.
+before=$(workers)
+victims=$(cut -d' ' -f1-3 <<<"$before")
+for victim in $victims; do
+    kill -KILL "$victim"
+    sleep 1.2 # more than multiwatch's 1 s: a replacement counts as healthy
+done
+sold_then=$(sold "$P")
+sleep 2
+stop_load
+
+after=$(workers)
+same "multiwatch replaced every killed worker" "$(wc -w <<<"$after")" "$(wc -w <<<"$before")"
+for victim in $victims; do
+    check "killed worker $victim is gone" eval "[[ ' $after' != *' $victim '* ]]"
+done
+check "buyers kept buying after the kills ($sold_then, then $(sold "$P"))" \
+    test "$(sold "$P")" -gt "$sold_then"
+check_invariants "$P" 100000
+finish

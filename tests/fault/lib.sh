@@ -1,0 +1,107 @@
+# lib.sh -- what every fault test shares: a load of concurrent buyers, and
+# the invariants checked after the fault (after Jepsen's bank and set
+# checkers). Sourced after tests/integration/lib.sh.
+#
+# Every purchase carries its own Idempotency-Key, so each answer can be
+# matched with what PostgreSQL recorded: the key's row holds the order a
+# purchase made, if it made one.
+
+# start_load PRODUCT BUYERS [curl arguments...]: BUYERS loops, each buying
+# 1 unit at a time until stop_load; each answer is logged as
+# "key http-status body" in $TMP/load.<n>.
+start_load() {
+    local product=$1 n=$2
+    shift 2
+    LOAD_PIDS=()
+    rm -f "$TMP/stop" "$TMP"/load.*
+    for ((b = 0; b < n; b++)); do
+        buyer "$product" "$b" "$@" >"$TMP/load.$b" &
+        LOAD_PIDS+=($!)
+    done
+}
+
+buyer() {
+    local product=$1 b=$2 i=0 out
+    shift 2
+    while [[ ! -e $TMP/stop ]]; do
+        local key="fault-$$-$product-$b-$((i++))"
+        out=$(curl -s --max-time 30 -w '\n%{http_code}' -X POST "$BASE_URL/buy/$product" \
+            -H 'Content-Type: application/json' -H "Idempotency-Key: $key" -d '{"amount": 1}' "$@")
+        printf '%s %s %s\n' "$key" "${out##*$'\n'}" "$(tr -d '\n' <<<"${out%$'\n'*}")"
+    done
+}
+
+stop_load() {
+    touch "$TMP/stop"
+    wait "${LOAD_PIDS[@]}"
+    cat "$TMP"/load.* >"$TMP/answers"
+}
+
+# answered CODE: how many answers had this problem code (or HTTP status
+# 200 / 000 for success / no answer).
+answered() {
+    case $1 in
+    200 | 000) awk -v s="$1" '$2 == s' "$TMP/answers" | wc -l ;;
+    *) grep -c "\"code\":\"$1\"" "$TMP/answers" ;;
+    esac
+}
+
+# wait_unlocked: waits until no lock key is left (a killed holder's lock
+# expires by its TTL, 5 s by default).
+wait_unlocked() {
+    for ((i = 0; i < 200; i++)); do
+        [[ $(lock_keys) == 0 ]] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# check_invariants PRODUCT INITIAL: the invariants, after the load stopped.
+#  - stock never negative;
+#  - initial stock = remaining + sum of orders;
+#  - every 200 answered has its order (the one it named, for this product);
+#  - every order was answered for: it belongs to an idempotency key, i.e. to
+#    a request (no sale nobody asked for);
+#  - no request that got a definite error bought anything (only an answer
+#    of outcome_unknown, gateway_timeout or none at all may have);
+#  - no sale without a lock: fences grow strictly with the order ids;
+#  - no lock key left.
+# It also sets SALES_NOT_ANSWERED: purchases made whose client did not get
+# their 200 (legitimate after a crash; not after a graceful stop).
+check_invariants() {
+    local product=$1 initial=$2 name
+    jq -rR 'split(" ") as $f | ($f[2:] | join(" ") | try fromjson catch {}) as $j
+            | [$f[0], $f[1], ($j.code // ""), ($j.order_id // "" | tostring)] | @tsv' \
+        "$TMP/answers" >"$TMP/answers.tsv"
+    psql -X -qAt -F ' ' -v ON_ERROR_STOP=1 "$(conninfo)" >"$TMP/invariants" <<SQL
+CREATE TEMP TABLE answers (key text, status int, code text, order_id text);
+\\copy answers FROM '$TMP/answers.tsv'
+SELECT 'negative-stock', COUNT(*) FROM products WHERE id = $product AND amount < 0;
+SELECT 'stock-plus-orders', amount + (SELECT COALESCE(SUM(amount), 0) FROM orders
+       WHERE product_id = $product) FROM products WHERE id = $product;
+SELECT 'acknowledged-but-missing', COUNT(*) FROM answers a WHERE a.status = 200 AND NOT EXISTS
+       (SELECT 1 FROM orders o WHERE o.id = NULLIF(a.order_id, '')::bigint AND o.product_id = $product);
+SELECT 'orders-without-request', COUNT(*) FROM orders o WHERE o.product_id = $product
+       AND NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.order_id = o.id);
+SELECT 'definite-errors-that-bought', COUNT(*) FROM answers a
+       JOIN idempotency_keys k ON k.key = a.key AND k.status = 200
+       WHERE a.status NOT IN (0, 200) AND a.code NOT IN ('outcome_unknown', 'gateway_timeout');
+SELECT 'sales-not-answered-200', COUNT(*) FROM idempotency_keys k JOIN answers a ON a.key = k.key
+       WHERE k.product_id = $product AND k.status = 200 AND a.status <> 200;
+SELECT 'fences-out-of-order', COUNT(*) FROM (SELECT fence, lag(fence) OVER (ORDER BY id) AS prev
+       FROM orders WHERE product_id = $product) t WHERE fence <= prev OR fence <= 0;
+SQL
+    value() { awk -v n="$1" '$1 == n {print $2}' "$TMP/invariants"; }
+    SALES_NOT_ANSWERED=$(value sales-not-answered-200)
+    same "invariant: stock never negative" "$(value negative-stock)" 0
+    same "invariant: initial stock ($initial) = remaining + sum of orders" \
+        "$(value stock-plus-orders)" "$initial"
+    same "invariant: every 200 answered has its order" "$(value acknowledged-but-missing)" 0
+    same "invariant: every order belongs to a request" "$(value orders-without-request)" 0
+    same "invariant: no definite error bought anything" "$(value definite-errors-that-bought)" 0
+    same "invariant: no sale without a lock (fences grow with orders)" \
+        "$(value fences-out-of-order)" 0
+    check "invariant: no lock key left behind" wait_unlocked
+    echo "#   answers: $(cut -f2,3 "$TMP/answers.tsv" | tr '\t' ' ' | sort | uniq -c |
+        awk '{printf "%s %s%s, ", $1, $2, $3 == "" ? "" : " " $3}' | sed 's/, $//')"
+}

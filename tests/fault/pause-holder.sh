@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# pause-holder.sh -- a worker paused (SIGSTOP) while it holds the lock, for
+# longer than the TTL; the load buys meanwhile; woken (SIGCONT), its late
+# purchase is refused by the fence, and the invariants hold.
+. "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/lib.sh"
+
+P=$(new_product "Pause the holder" 100000)
+start_load "$P" 24
+
+STOCK_FAULT=locked LOCK_TTL_MS=4000 start_worker
+printf '{"amount": 1}' | "$FCGI_REQUEST" "$TMP/w.sock" REQUEST_METHOD=POST DOCUMENT_URI="/buy/$P" \
+    CONTENT_TYPE=application/json CONTENT_LENGTH=13 HTTP_IDEMPOTENCY_KEY="fault-$$-paused" \
+    >"$TMP/paused" &
+late=$!
+check "a worker is paused holding the lock" wait_stopped
+check "its lock expires by its TTL" wait_gone "lock:product:$P"
+sold_then=$(sold "$P")
+for ((i = 0; i < 100; i++)); do
+    (($(sold "$P") > sold_then + 10)) && break
+    sleep 0.1
+done
+check "others buy while it sleeps ($sold_then, then $(sold "$P"))" \
+    test "$(sold "$P")" -gt "$((sold_then + 10))"
+kill -CONT "$WORKER"
+wait "$late"
+check "woken, its purchase is refused: 503 lock_lost" grep -q '"code":"lock_lost"' "$TMP/paused"
+same "and it bought nothing" \
+    "$(sql "SELECT COUNT(*) FROM idempotency_keys WHERE key = 'fault-$$-paused'")" 0
+stop_worker
+stop_load
+check_invariants "$P" 100000
+finish
