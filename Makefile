@@ -28,6 +28,10 @@ BIN      = build/stock-fcgi
 ASAN_BIN = build/asan/stock-fcgi
 UNIT_BIN = build/asan/unit-tests
 FCGI_REQ = build/fcgi-request
+FUZZ_BIN = build/fuzz/fuzz-request
+FUZZ_SRC = tests/fuzz/fuzz_request.c app/request.c app/jsonscan.c app/decimal.c
+# make fuzz runs this long; make test runs the short FUZZ_TEST_SECONDS.
+FUZZ_SECONDS ?= 600
 
 OBJ      = $(SRC:%.c=build/obj/%.o)
 ASAN_OBJ = $(SRC:%.c=build/asan/obj/%.o) $(UNIT_SRC:%.c=build/asan/obj/%.o)
@@ -35,7 +39,7 @@ ASAN_OBJ = $(SRC:%.c=build/asan/obj/%.o) $(UNIT_SRC:%.c=build/asan/obj/%.o)
 STACK    = tests/stack/stack.sh
 FORMATTED = app/*.c include/*.h tests/unit/*.c tests/unit/*.h tests/integration/*.c
 
-.PHONY: all asan deps run up down psql reset test test-unit format format-check clean
+.PHONY: all asan deps run up down psql reset prune test test-unit fuzz format format-check clean
 
 all: $(BIN)
 
@@ -53,6 +57,12 @@ $(ASAN_BIN): $(filter build/asan/obj/app/%,$(ASAN_OBJ))
 
 $(UNIT_BIN): $(LIB_SRC:%.c=build/asan/obj/%.o) $(UNIT_SRC:%.c=build/asan/obj/%.o)
 	$(CC) $(CFLAGS) $(SANITIZE) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# libFuzzer (clang) on the request parsers, with ASan and UBSan.
+$(FUZZ_BIN): $(FUZZ_SRC) $(wildcard include/*.h)
+	@mkdir -p $(dir $@)
+	clang $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+		$(DEPFLAGS) -o $@ $(FUZZ_SRC) $(LIBS)
 
 # A strict FastCGI client for the integration tests.
 $(FCGI_REQ): tests/integration/fcgi_request.c
@@ -85,8 +95,18 @@ reset: deps
 	@$(STACK) reset
 
 test: deps
-	@$(MAKE) --no-print-directory all asan $(FCGI_REQ)
+	@$(MAKE) --no-print-directory all asan $(FCGI_REQ) $(FUZZ_BIN)
 	@tests/run.sh
+
+# Fuzzes for FUZZ_SECONDS; new inputs go to build/fuzz/corpus, crashes to
+# tests/fuzz/findings/ (add each one to tests/fuzz/corpus/ once fixed).
+fuzz: deps
+	@$(MAKE) --no-print-directory $(FUZZ_BIN)
+	@tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+# Removes idempotency keys older than 24 hours from the local stack.
+prune:
+	@$(STACK) psql -q -f $(CURDIR)/sql/prune.sql
 
 test-unit: asan
 	@$(UNIT_BIN)

@@ -34,6 +34,7 @@ suite() {
 
 # The unit tests report sanitizer errors on stderr, in their own output.
 suite unit build/asan/unit-tests
+suite fuzz tests/fuzz/run.sh 20
 
 # The stack under test runs the ASan+UBSan build of the responder. Sanitizer
 # reports go to files, which the "sanitizers" check below looks for.
@@ -65,7 +66,7 @@ trap cleanup EXIT
 
 
 if "$STACK" up; then
-    for t in api hostile lock fencing idempotency concurrency outages signals config; do
+    for t in api hostile lock fencing idempotency concurrency outages signals leaks config; do
         suite "$t" "tests/integration/$t.sh"
     done
     for t in kill-worker pause-holder redis-crash postgres-crash client-disconnect sigterm-pool; do

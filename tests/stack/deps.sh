@@ -9,7 +9,7 @@ set -eu
 PACKAGES="gcc make pkg-config libc6-dev
 libfcgi-dev libhiredis-dev libpq-dev libjson-c-dev
 spawn-fcgi multiwatch nginx redis-server postgresql postgresql-client
-curl jq docker-compose clang-format"
+curl jq docker-compose clang-format clang libclang-rt-dev"
 
 missing=""
 for p in $PACKAGES; do
