@@ -37,7 +37,7 @@ OBJ      = $(SRC:%.c=build/obj/%.o)
 ASAN_OBJ = $(SRC:%.c=build/asan/obj/%.o) $(UNIT_SRC:%.c=build/asan/obj/%.o)
 
 STACK    = tests/stack/stack.sh
-FORMATTED = app/*.c include/*.h tests/unit/*.c tests/unit/*.h tests/integration/*.c
+FORMATTED = app/*.c include/*.h tests/unit/*.c tests/unit/*.h tests/integration/*.c tests/fuzz/*.c
 
 .PHONY: all asan deps run up down psql reset prune test test-unit fuzz format format-check clean
 

@@ -68,6 +68,9 @@ same "docker-compose config accepts docker-compose.yml ($out)" "$?" 0
 same "docker-compose publishes one port, nginx's, on loopback only" \
     "$(compose config | grep -E '^ +- .*:[0-9]+/tcp$' | tr -d ' ')" "-127.0.0.1:3000:3000/tcp"
 
+check "the release build has no fault points" eval "! nm '$ROOT/build/stock-fcgi' | grep fault_point >/dev/null"
+check "the test build has them" eval "nm '$STOCK_BIN' | grep fault_point >/dev/null"
+
 out=$(cd "$ROOT" && make -s format-check 2>&1)
 rc=$?
 same "C sources match .clang-format ($(head -c 300 <<<"$out"))" "$rc" 0
