@@ -21,7 +21,7 @@ struct int_setting {
 static const struct int_setting int_settings[] = {
     {"LOCK_TTL_MS", 5000, 100, 600000, offsetof(struct config, lock_ttl_ms)},
     {"LOCK_WAIT_MS", 1000, 0, 60000, offsetof(struct config, lock_wait_ms)},
-    {"STATEMENT_TIMEOUT_MS", 1000, 10, 60000, offsetof(struct config, statement_timeout_ms)},
+    {"STATEMENT_TIMEOUT_MS", 500, 10, 60000, offsetof(struct config, statement_timeout_ms)},
     {"REDIS_TIMEOUT_MS", 250, 10, 10000, offsetof(struct config, redis_timeout_ms)},
 };
 
@@ -214,15 +214,20 @@ int config_load(struct config *cfg, config_lookup_fn lookup, char *err, size_t e
     if (log_parse_level(lookup_or(lookup, "LOG_LEVEL", "info"), &cfg->log_level) < 0)
         return fail(err, errlen, "LOG_LEVEL must be one of error, warn, info, debug");
 
-    /* The lock must outlive the longest critical section: the SET reply, the
-     * purchase statement and the follow-up read (each given up on after
-     * statement_timeout + STATEMENT_GRACE_MS) and the release command. A
-     * shorter TTL would let a slow but healthy purchase lose its lock. */
-    long critical = 2L * (cfg->statement_timeout_ms + STATEMENT_GRACE_MS + cfg->redis_timeout_ms);
+    /* The lock must outlive the longest critical section of a healthy
+     * purchase: the grant's reply and the release (each bounded by
+     * REDIS_TIMEOUT_MS) and three PostgreSQL round trips (each given up on
+     * after statement_timeout + STATEMENT_GRACE_MS): the purchase, then
+     * either the COMMIT, which must find that much validity left, or the
+     * stock read and the refusal's record. A shorter TTL would let a slow but
+     * healthy purchase lose its lock. (The rare reseed after a Redis restart
+     * takes longer; it checks the validity left before it goes on.) */
+    long round = cfg->statement_timeout_ms + STATEMENT_GRACE_MS;
+    long critical = 3L * round + 2L * cfg->redis_timeout_ms;
     if (cfg->lock_ttl_ms <= critical) {
         snprintf(err, errlen,
-                 "LOCK_TTL_MS (%d) must exceed 2 x (STATEMENT_TIMEOUT_MS + %d + "
-                 "REDIS_TIMEOUT_MS) = %ld, the longest time a purchase may hold the lock",
+                 "LOCK_TTL_MS (%d) must exceed 3 x (STATEMENT_TIMEOUT_MS + %d) + "
+                 "2 x REDIS_TIMEOUT_MS = %ld, the longest time a purchase may hold the lock",
                  cfg->lock_ttl_ms, STATEMENT_GRACE_MS, critical);
         return -1;
     }

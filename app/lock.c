@@ -367,11 +367,29 @@ enum lock_status lock_refence(struct lock_client *lc, struct lock *lk, int64_t f
     }
 }
 
-int lock_valid(const struct lock_client *lc, const struct lock *lk)
+int lock_valid(const struct lock_client *lc, const struct lock *lk, int reserve_ms)
 {
     int ttl = lc->cfg->lock_ttl_ms;
     /* Redis and this host may not agree on the length of a millisecond:
      * keep the Redlock margin of 1% of the TTL plus 2 ms. */
     int drift = ttl / 100 + 2;
-    return clock_ms() < lk->started_ms + ttl - drift;
+    return clock_ms() + reserve_ms < lk->started_ms + ttl - drift;
+}
+
+enum lock_status lock_owned(struct lock_client *lc, const struct lock *lk)
+{
+    if (lock_ready(lc) != LOCK_OK)
+        return LOCK_UNAVAILABLE;
+    redisReply *r = command(lc, "GET %s", lk->key);
+    if (r == NULL)
+        return LOCK_UNAVAILABLE;
+    enum lock_status st = LOCK_UNAVAILABLE;
+    if (r->type == REDIS_REPLY_STRING)
+        st = strcmp(r->str, lk->token) == 0 ? LOCK_OK : LOCK_LOST;
+    else if (r->type == REDIS_REPLY_NIL)
+        st = LOCK_LOST;
+    else
+        reply_err(lc, "GET", r);
+    freeReplyObject(r);
+    return st;
 }

@@ -51,38 +51,61 @@ static void lock_lost(struct worker *w, const struct purchase *p, const char *wh
     response_problem(res, PROBLEM_LOCK_LOST, NULL);
 }
 
+/* Why a purchase was refused for its lock, for the log. */
+static const char fenced[] = "PostgreSQL has applied a newer fence";
+static const char spent[] = "its validity was spent before COMMIT";
+
+/* PostgreSQL refused our fence as not newer than one it applied. If the
+ * lock is still ours, Redis lost its fence counter (a restart without
+ * persistence) and drew our fence from the start again. The counter cannot
+ * know how far it had got, so a new epoch begins in PostgreSQL, above every
+ * fence handed out before (a holder from before the restart included), and
+ * the counter continues from there. */
+static enum store_status reseed(struct worker *w, struct lock *lk, struct purchase *p,
+                                struct outcome *out, const char **why)
+{
+    int64_t epoch;
+    enum lock_status ls = lock_owned(&w->lock, lk);
+    if (ls == LOCK_OK) {
+        enum store_status st = store_new_epoch(&w->store, p->product, &epoch);
+        if (st != STORE_OK)
+            return st;
+        ls = lock_refence(&w->lock, lk, epoch);
+    }
+    if (ls == LOCK_LOST)
+        return STORE_FENCED; /* we are the stale holder the fence is for */
+    if (ls != LOCK_OK) {
+        log_warn("%s", w->lock.err);
+        return STORE_UNAVAILABLE;
+    }
+    log_warn("product %d: fence counter was behind PostgreSQL (%lld); new epoch, fence %lld",
+             (int)p->product, (long long)out->fence, (long long)lk->fence);
+    p->fence = lk->fence;
+    if (!lock_valid(&w->lock, lk, w->cfg->statement_timeout_ms + STATEMENT_GRACE_MS)) {
+        *why = spent;
+        return STORE_FENCED;
+    }
+    return store_buy(&w->store, p, out);
+}
+
 /* The purchase under the lock: buy, then commit only while the lock is
- * still valid. STORE_FENCED means the lock was lost (see the log). */
+ * still valid, with the time the COMMIT may take in reserve. STORE_FENCED
+ * means the lock was lost; *why says how. */
 static enum store_status buy(struct worker *w, struct lock *lk, struct purchase *p,
-                             struct outcome *out)
+                             struct outcome *out, const char **why)
 {
     FAULT_POINT("locked");
+    *why = fenced;
     p->fence = lk->fence;
     enum store_status st = store_buy(&w->store, p, out);
-    if (st == STORE_FENCED) {
-        /* PostgreSQL has applied a fence at least as new as ours. If the
-         * lock is still ours, Redis lost its counter (a restart without
-         * persistence): reseed it from PostgreSQL's fence and try again. */
-        switch (lock_refence(&w->lock, lk, out->fence)) {
-        case LOCK_OK:
-            log_warn("product %d: fence counter was behind PostgreSQL (%lld); reseeded to %lld",
-                     (int)p->product, (long long)out->fence, (long long)lk->fence);
-            p->fence = lk->fence;
-            st = store_buy(&w->store, p, out);
-            break;
-        case LOCK_LOST:
-            return STORE_FENCED;
-        default:
-            log_warn("%s", w->lock.err);
-            return STORE_UNAVAILABLE;
-        }
-    }
+    if (st == STORE_FENCED)
+        st = reseed(w, lk, p, out, why);
     if (st != STORE_OK)
         return st;
     FAULT_POINT("before_commit");
-    if (!lock_valid(&w->lock, lk)) {
+    if (!lock_valid(&w->lock, lk, w->cfg->statement_timeout_ms + STATEMENT_GRACE_MS)) {
         store_rollback(&w->store);
-        out->fence = -1; /* tells the caller why */
+        *why = spent;
         return STORE_FENCED;
     }
     return store_commit(&w->store);
@@ -124,7 +147,8 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
     }
 
     struct outcome out;
-    st = buy(w, &lk, &p, &out);
+    const char *why;
+    st = buy(w, &lk, &p, &out, &why);
 
     /* Released on every path. If Redis cannot be told, the lock expires by
      * its TTL; a committed purchase stays committed either way, because
@@ -149,10 +173,7 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
         response_outcome(res, &out, p.amount);
         break;
     case STORE_FENCED:
-        lock_lost(w, &p,
-                  out.fence < 0 ? "its validity was spent before COMMIT"
-                                : "PostgreSQL has applied a newer fence",
-                  res);
+        lock_lost(w, &p, why, res);
         break;
     case STORE_KEY_EXISTS:
         /* The same key committed while we waited: answer as it did. */
@@ -160,6 +181,7 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
             response_problem(res, PROBLEM_REQUEST_IN_PROGRESS, NULL);
         break;
     case STORE_KEY_BUSY:
+        log_info("product %d: idempotency key still held by a request in flight", (int)product);
         response_problem(res, PROBLEM_REQUEST_IN_PROGRESS, NULL);
         break;
     case STORE_UNKNOWN:

@@ -19,14 +19,20 @@
 #define INT8OID 20
 #define TEXTOID 25
 
-/* The purchase: one statement, so one round trip. The UPDATE is the guard:
- * PostgreSQL re-evaluates "amount >= $2 AND fence < $3" on the latest row
- * version after waiting for any concurrent buyer (READ COMMITTED), so two
- * buyers can never both take the last unit, and a stale lock holder (its
- * fence older than one already applied) takes nothing. The order, and with
- * an idempotency key its outcome, are inserted only if the UPDATE matched,
- * in the same transaction. A key used before makes the INSERT fail (unique
- * violation), which rolls back the whole purchase. */
+/* An idempotency key is claimed first, in its own statement of the
+ * purchase's transaction: a key used before fails it (unique violation),
+ * and a key whose first request is still running makes it wait, so either
+ * is told apart from anything the purchase itself runs into. The claim's
+ * status 0 is never committed: the outcome replaces it before COMMIT. */
+static const char sql_claim[] = "INSERT INTO idempotency_keys (key, product_id, amount, status)"
+                                " VALUES ($1, $2, $3, 0)";
+
+/* The purchase: one statement. The UPDATE is the guard: PostgreSQL
+ * re-evaluates "amount >= $2 AND fence < $3" on the latest row version
+ * after waiting for any concurrent buyer (READ COMMITTED), so two buyers can
+ * never both take the last unit, and a stale lock holder (its fence older
+ * than one already applied) takes nothing. The order, and the claimed key's
+ * outcome, are written only if the UPDATE matched. */
 static const char sql_buy[] =
     "WITH sold AS ("
     "  UPDATE products SET amount = amount - $2, fence = $3"
@@ -35,8 +41,8 @@ static const char sql_buy[] =
     "), placed AS ("
     "  INSERT INTO orders (product_id, amount, fence) SELECT $1, $2, $3 FROM sold RETURNING id"
     "), keyed AS ("
-    "  INSERT INTO idempotency_keys (key, product_id, amount, status, order_id, remaining)"
-    "  SELECT $4, $1, $2, 200, placed.id, sold.amount FROM placed, sold WHERE $4 IS NOT NULL"
+    "  UPDATE idempotency_keys SET status = 200, order_id = placed.id, remaining = sold.amount"
+    "    FROM placed, sold WHERE key = $4"
     ")"
     "SELECT placed.id, sold.amount FROM placed, sold";
 
@@ -44,10 +50,14 @@ static const char sql_buy[] =
  * tells a missing product from a short one or a stale fence. */
 static const char sql_stock[] = "SELECT amount, fence FROM products WHERE id = $1";
 
-/* A refused purchase's outcome, for its idempotency key. */
+/* A refused purchase's outcome, for its claimed idempotency key. */
 static const char sql_key_refused[] =
-    "INSERT INTO idempotency_keys (key, product_id, amount, status, available)"
-    " VALUES ($1, $2, $3, $4, $5)";
+    "UPDATE idempotency_keys SET status = $2, available = $3 WHERE key = $1";
+
+/* A new fence epoch for a product, committed on its own: every fence drawn
+ * before it, by any holder, is below it from now on (see store.h). */
+static const char sql_new_epoch[] =
+    "UPDATE products SET fence = ((fence >> 32) + 1) << 32 WHERE id = $1 RETURNING fence";
 
 static const char sql_key[] = "SELECT product_id, amount, status, order_id, remaining, available"
                               " FROM idempotency_keys WHERE key = $1";
@@ -65,9 +75,11 @@ struct statement {
 };
 
 static const struct statement statements[] = {
+    {"claim", sql_claim, 3, {TEXTOID, INT4OID, INT4OID}},
     {"buy", sql_buy, 4, {INT4OID, INT4OID, INT8OID, TEXTOID}},
     {"stock", sql_stock, 1, {INT4OID}},
-    {"key_refused", sql_key_refused, 5, {TEXTOID, INT4OID, INT4OID, INT4OID, INT8OID}},
+    {"key_refused", sql_key_refused, 3, {TEXTOID, INT4OID, INT8OID}},
+    {"new_epoch", sql_new_epoch, 1, {INT4OID}},
     {"key", sql_key, 1, {TEXTOID}},
     {"product", sql_product, 1, {INT4OID}},
     {"ping", sql_ping, 0, {0}},
@@ -171,13 +183,14 @@ static int read_step(struct store *st, int64_t deadline, PGresult **res)
             return -1;
         if ((r = PQgetResult(st->conn)) == NULL)
             return 0;
+        int sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
         if (*res == NULL || (is_error(r) && !is_error(*res))) {
             PQclear(*res);
             *res = r;
         } else {
             PQclear(r);
         }
-        if (PQresultStatus(r) == PGRES_PIPELINE_SYNC)
+        if (sync)
             return 0; /* the end of a pipeline has no NULL after it */
     }
 }
@@ -220,8 +233,10 @@ static enum store_status run(struct store *st, const struct step *steps, int n, 
             sent = PQsendQueryParams(st->conn, s->sql, 0, NULL, NULL, NULL, NULL, 0);
     }
     if (!sent || PQpipelineSync(st->conn) != 1) {
-        /* Nothing the server could run got through whole; start afresh. */
-        enum store_status rc = fail(st, NULL, "send", 0);
+        /* Part of the pipeline may have reached the server; without its
+         * Sync it cannot complete, but a round trip that commits is not
+         * called definite on that reasoning alone. */
+        enum store_status rc = fail(st, NULL, "send", commits);
         store_close(st);
         return rc == STORE_ERROR ? STORE_UNAVAILABLE : rc;
     }
@@ -236,12 +251,21 @@ static enum store_status run(struct store *st, const struct step *steps, int n, 
         }
     }
     PQclear(sync);
-    PQexitPipelineMode(st->conn); /* every result is read: this cannot fail */
 
     enum store_status rc = STORE_OK;
+    st->failed_step = -1;
     for (int i = 0; i < n && rc == STORE_OK; i++) {
-        if (res[i] == NULL || is_error(res[i]))
+        if (res[i] == NULL || is_error(res[i])) {
             rc = fail(st, res[i], steps[i].name != NULL ? steps[i].name : steps[i].sql, commits);
+            st->failed_step = i;
+        }
+    }
+    /* Every result is read; this fails only if the connection broke, and a
+     * fresh session is the way back then. */
+    if (PQexitPipelineMode(st->conn) != 1) {
+        if (rc == STORE_OK)
+            rc = fail(st, NULL, "pipeline", commits);
+        store_close(st);
     }
     if (rc != STORE_OK)
         clear_all(res, n);
@@ -291,12 +315,13 @@ static void connect_db(struct store *st)
 {
     /* Timeouts travel as connection options, so every reconnect (PQreset)
      * sends them again; a SET would be lost with the session. They override
-     * any options given in DATABASE_URL. */
+     * any options given in DATABASE_URL. A transaction idle for longer than
+     * the lock's TTL has lost its lock anyway: the server ends it. */
     char options[160];
     snprintf(options, sizeof options,
              "-c statement_timeout=%d -c lock_timeout=%d -c idle_in_transaction_session_timeout=%d",
              st->cfg->statement_timeout_ms, st->cfg->statement_timeout_ms / 2,
-             st->cfg->statement_timeout_ms * 5);
+             st->cfg->lock_ttl_ms);
     const char *const keys[] = {"dbname", "connect_timeout", "application_name", "options", NULL};
     const char *const values[] = {st->cfg->database_url, "2", "stock-fcgi", options, NULL};
     st->conn = PQconnectdbParams(keys, values, 1);
@@ -380,20 +405,33 @@ static int64_t get_int(const PGresult *res, int col)
     return PQgetisnull(res, 0, col) ? 0 : strtoll(PQgetvalue(res, 0, col), NULL, 10);
 }
 
-/* Ends the open transaction: STORE_OK once PostgreSQL confirmed it. */
+/* Ends the open transaction: STORE_OK once PostgreSQL confirmed it. A
+ * COMMIT of a transaction that had failed answers "ROLLBACK", not an error:
+ * that is a failure too. */
 static enum store_status end_tx(struct store *st, const char *command)
 {
     const struct step step = {NULL, command, 0, NULL, NULL};
     PGresult *res;
     enum store_status rc = run(st, &step, 1, &res, strcmp(command, "COMMIT") == 0);
+    if (rc == STORE_OK && strcmp(PQcmdStatus(res), command) != 0) {
+        set_err(st, "postgres %s: answered %s", command, PQcmdStatus(res));
+        rc = STORE_ERROR;
+    }
     PQclear(res);
     return rc;
 }
 
 void store_rollback(struct store *st)
 {
-    if (st->conn != NULL && PQtransactionStatus(st->conn) != PQTRANS_IDLE &&
-        end_tx(st, "ROLLBACK") != STORE_OK)
+    if (st->conn == NULL)
+        return;
+    /* A broken connection has nothing to roll back on this side, and trying
+     * would only replace the error that explains the break. */
+    if (PQstatus(st->conn) != CONNECTION_OK) {
+        store_close(st);
+        return;
+    }
+    if (PQtransactionStatus(st->conn) != PQTRANS_IDLE && end_tx(st, "ROLLBACK") != STORE_OK)
         store_close(st); /* the server rolls back a transaction whose session ends */
 }
 
@@ -405,37 +443,20 @@ enum store_status store_commit(struct store *st)
     return rc;
 }
 
-/* A key that is already taken: by a committed request (KEY_EXISTS), or by
- * one still running that we waited lock_timeout for (KEY_BUSY). */
-static enum store_status key_conflict(const struct store *st, const struct purchase *p,
-                                      enum store_status rc)
-{
-    if (p->key == NULL || rc == STORE_OK)
-        return rc;
-    if (strcmp(st->sqlstate, "23505") == 0) /* unique_violation */
-        return STORE_KEY_EXISTS;
-    if (strcmp(st->sqlstate, "55P03") == 0) /* lock_not_available */
-        return STORE_KEY_BUSY;
-    return rc;
-}
-
-/* Records a refused purchase's outcome for its key and commits. */
+/* Records a refused purchase's outcome on its claimed key, and commits. */
 static enum store_status record_refusal(struct store *st, const struct purchase *p,
                                         const struct outcome *out)
 {
-    char product[16], amount[16], status[8], available[24];
-    snprintf(product, sizeof product, "%" PRId32, p->product);
-    snprintf(amount, sizeof amount, "%" PRId32, p->amount);
+    char status[8], available[24];
     snprintf(status, sizeof status, "%d", out->status);
     snprintf(available, sizeof available, "%" PRId64, out->available);
-    const char *const values[] = {p->key, product, amount, status,
-                                  out->status == 409 ? available : NULL};
-    const struct step steps[] = {{"key_refused", NULL, 5, values, NULL},
+    const char *const values[] = {p->key, status, out->status == 409 ? available : NULL};
+    const struct step steps[] = {{"key_refused", NULL, 3, values, NULL},
                                  {NULL, "COMMIT", 0, NULL, NULL}};
     PGresult *res[2];
     enum store_status rc = run(st, steps, 2, res, 0);
     clear_all(res, 2);
-    return key_conflict(st, p, rc);
+    return rc;
 }
 
 /* The purchase matched no row: find out why, in the same transaction. */
@@ -478,19 +499,32 @@ enum store_status store_buy(struct store *st, const struct purchase *p, struct o
     snprintf(id, sizeof id, "%" PRId32, p->product);
     snprintf(amount, sizeof amount, "%" PRId32, p->amount);
     snprintf(fence, sizeof fence, "%" PRId64, p->fence);
-    const char *const values[] = {id, amount, fence, p->key};
-    const struct step steps[] = {{NULL, "BEGIN", 0, NULL, NULL}, {"buy", NULL, 4, values, NULL}};
-    PGresult *res[2];
+    const char *const claim[] = {p->key, id, amount};
+    const char *const buy[] = {id, amount, fence, p->key};
+    const struct step steps[] = {{NULL, "BEGIN", 0, NULL, NULL},
+                                 {"claim", NULL, 3, claim, NULL},
+                                 {"buy", NULL, 4, buy, NULL}};
+    enum { CLAIM = 1 };
+    /* Without a key there is nothing to claim: the claim step is skipped. */
+    const struct step unkeyed[] = {steps[0], steps[2]};
+    int keyed = p->key != NULL, n = keyed ? 3 : 2;
+    PGresult *res[3];
 
-    enum store_status rc = run(st, steps, 2, res, 0);
+    enum store_status rc = run(st, keyed ? steps : unkeyed, n, res, 0);
     if (rc != STORE_OK) {
-        rc = key_conflict(st, p, rc); /* before the rollback changes st->sqlstate */
+        /* Only a failure of the claim itself is about the key: a used key
+         * (unique violation), or one whose first request still holds it
+         * (lock_timeout). Read before the rollback changes st->sqlstate. */
+        if (keyed && st->failed_step == CLAIM && strcmp(st->sqlstate, "23505") == 0)
+            rc = STORE_KEY_EXISTS;
+        else if (keyed && st->failed_step == CLAIM && strcmp(st->sqlstate, "55P03") == 0)
+            rc = STORE_KEY_BUSY;
         store_rollback(st);
         return rc;
     }
-    PGresult *rows = res[1];
+    PGresult *rows = res[n - 1];
     if (PQntuples(rows) == 0) {
-        clear_all(res, 2);
+        clear_all(res, n);
         return refused(st, p, id, out);
     }
     out->status = 200;
@@ -498,8 +532,24 @@ enum store_status store_buy(struct store *st, const struct purchase *p, struct o
     out->order.remaining = get_int(rows, 1);
     out->order.product_id = p->product;
     out->order.amount = p->amount;
-    clear_all(res, 2);
+    clear_all(res, n);
     return STORE_OK;
+}
+
+enum store_status store_new_epoch(struct store *st, int32_t product, int64_t *fence)
+{
+    char id[16];
+    snprintf(id, sizeof id, "%" PRId32, product);
+    const char *const values[] = {id};
+    PGresult *res;
+    if (!usable(st))
+        return STORE_UNAVAILABLE;
+    enum store_status rc = query(st, "new_epoch", 1, values, &res);
+    if (rc == STORE_OK) {
+        *fence = get_int(res, 0);
+        PQclear(res);
+    }
+    return rc;
 }
 
 enum store_status store_key(struct store *st, const char *key, int32_t *product, int32_t *amount,

@@ -71,17 +71,21 @@ enum lock_status lock_ready(struct lock_client *lc);
  * left held. */
 enum lock_status lock_acquire(struct lock_client *lc, int32_t product, struct lock *lk);
 
-/* After PostgreSQL refused lk's fence as not newer than floor, the fence it
- * has applied: if lk still holds our token, the counter fell behind (Redis
- * restarted without persistence, so INCR started again low). Raises it
- * above floor and draws a new lk->fence: LOCK_OK. If the lock is no longer
- * ours, we are the stale holder the fence is there to refuse: LOCK_LOST. */
+/* Whether the lock still holds our token: LOCK_OK, LOCK_LOST or
+ * LOCK_UNAVAILABLE. */
+enum lock_status lock_owned(struct lock_client *lc, const struct lock *lk);
+
+/* If lk still holds our token, raises the fence counter to at least floor
+ * and draws a new lk->fence above it: LOCK_OK. If the lock is no longer
+ * ours: LOCK_LOST. Used with a new fence epoch from PostgreSQL after Redis
+ * lost its counter (see store_new_epoch). */
 enum lock_status lock_refence(struct lock_client *lc, struct lock *lk, int64_t floor);
 
-/* True while lk's validity is not spent: TTL minus the time since the
- * granting request was sent, minus a margin for clock drift, on
- * CLOCK_MONOTONIC. A purchase commits only while this holds. */
-int lock_valid(const struct lock_client *lc, const struct lock *lk);
+/* True while lk's validity, less reserve_ms, is not spent: TTL minus the
+ * time since the granting request was sent, minus a margin for clock drift
+ * (1% + 2 ms), on CLOCK_MONOTONIC. A purchase commits only while this
+ * holds, with the time the COMMIT may take in reserve. */
+int lock_valid(const struct lock_client *lc, const struct lock *lk, int reserve_ms);
 
 /* Releases lk if it still holds our token. Returns LOCK_OK, LOCK_LOST or
  * LOCK_UNAVAILABLE (the lock then expires by its TTL). */

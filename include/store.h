@@ -43,6 +43,7 @@ struct store {
     struct pg_conn *conn;
     int prepared;     /* statements exist on this session */
     char sqlstate[6]; /* of the last failure, "" if none came from the server */
+    int failed_step;  /* which statement of the last pipeline failed, or -1 */
     char err[256];
 };
 
@@ -102,6 +103,14 @@ enum store_status store_ready(struct store *st);
  * so that a reconnect never stretches the time the lock is held. A
  * connection lost since then answers STORE_UNAVAILABLE. */
 enum store_status store_buy(struct store *st, const struct purchase *p, struct outcome *out);
+
+/* Starts a new fence epoch for product: raises its fence, in PostgreSQL and
+ * committed at once, to the next multiple of 2^32, and returns it in *fence.
+ * Every fence drawn before, by any holder, is below it from then on. Used
+ * when Redis lost its fence counter (a restart without persistence): the
+ * counter cannot know how far it had got, so it restarts above everything
+ * it might have handed out. */
+enum store_status store_new_epoch(struct store *st, int32_t product, int64_t *fence);
 
 /* Commits the purchase store_buy() left open. STORE_OK once PostgreSQL has
  * confirmed the COMMIT; STORE_UNKNOWN if it never said. */

@@ -12,6 +12,9 @@ cd "$ROOT" || exit 1
 PASSED=0
 FAILED=0
 
+# SUITES="fencing redis-crash" tests/run.sh runs only those (after a build).
+wanted() { [[ -z ${SUITES:-} || " $SUITES " == *" $1 "* ]]; }
+
 # suite NAME COMMAND...: runs one suite, shows its output, counts its results.
 # A suite that dies without reporting a failure counts as one.
 suite() {
@@ -33,8 +36,8 @@ suite() {
 }
 
 # The unit tests report sanitizer errors on stderr, in their own output.
-suite unit build/asan/unit-tests
-suite fuzz tests/fuzz/run.sh 20
+wanted unit && suite unit build/asan/unit-tests
+wanted fuzz && suite fuzz tests/fuzz/run.sh 20
 
 # The stack under test runs the ASan+UBSan build of the responder. Sanitizer
 # reports go to files, which the "sanitizers" check below looks for.
@@ -67,10 +70,10 @@ trap cleanup EXIT
 
 if "$STACK" up; then
     for t in api hostile lock fencing idempotency concurrency outages signals leaks config; do
-        suite "$t" "tests/integration/$t.sh"
+        wanted "$t" && suite "$t" "tests/integration/$t.sh"
     done
     for t in kill-worker pause-holder redis-crash postgres-crash client-disconnect sigterm-pool; do
-        suite "fault: $t" "tests/fault/$t.sh"
+        wanted "$t" && suite "fault: $t" "tests/fault/$t.sh"
     done
     "$STACK" down
     # Reports are written when a responder hits an error or exits with a leak.
@@ -91,7 +94,7 @@ fi
 
 # The user-facing commands (make up, down, run, reset, psql), with the
 # release build, on a stack of their own.
-suite commands tests/integration/commands.sh
+wanted commands && suite commands tests/integration/commands.sh
 
 echo "$PASSED passed, $FAILED failed"
 ((FAILED == 0))

@@ -17,7 +17,8 @@ stop_load
 cat "$TMP/answers.quick" >>"$TMP/answers"
 
 check "clients hung up mid-request ($(answered 000) times)" test "$(answered 000)" -gt 0
-check "and some of those purchases were made anyway ($(sql "SELECT COUNT(*) FROM idempotency_keys
-    WHERE product_id = $P AND status = 200")) orders)" test "$(sold "$P")" -gt 0
+hung_up=$(awk '$2 == "000" {printf "%s\x27%s\x27", (n++ ? "," : ""), $1}' "$TMP/answers")
+made=$(sql "SELECT COUNT(*) FROM idempotency_keys WHERE status = 200 AND key IN ($hung_up)")
+check "and some of those purchases were made all the same ($made)" test "$made" -gt 0
 check_invariants "$P" 100000
 finish

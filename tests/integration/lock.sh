@@ -26,7 +26,7 @@ same "after SCRIPT FLUSH the lock is still released" "$(rcli EXISTS "lock:produc
 # buyer had taken it. When the purchase ends, its release must leave the
 # other owner's lock alone: a plain DEL would free it.
 hold_row "$P"
-export STATEMENT_TIMEOUT_MS=30000 LOCK_TTL_MS=70000
+export STATEMENT_TIMEOUT_MS=30000 LOCK_TTL_MS=100000
 start_worker
 fcgi_buy "$P" >"$TMP/answer" &
 buyer=$!

@@ -149,7 +149,7 @@ stop_worker
 # of timing.
 Q=$(new_product "Lost connection" 10)
 hold_row "$Q"
-STATEMENT_TIMEOUT_MS=30000 LOCK_TTL_MS=70000 start_worker
+STATEMENT_TIMEOUT_MS=30000 LOCK_TTL_MS=100000 start_worker
 fcgi_buy "$Q" >"$TMP/answer" &
 buyer=$!
 backend=$(waiting_purchase)
@@ -179,7 +179,7 @@ sql "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql
      CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON orders
          DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.product_id = $U)
          EXECUTE FUNCTION slow_commit()"
-STATEMENT_TIMEOUT_MS=30000 LOCK_TTL_MS=70000 start_worker
+STATEMENT_TIMEOUT_MS=30000 LOCK_TTL_MS=100000 start_worker
 fcgi_buy "$U" >"$TMP/answer" &
 buyer=$!
 for ((i = 0; i < 200; i++)); do

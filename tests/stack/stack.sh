@@ -287,8 +287,10 @@ stop() {
     case ${1:-} in
     nginx) stop_pid "$RUN/nginx/nginx.pid" QUIT 10 nginx ;;
     app)
-        stop_pid "$RUN/app.pid" TERM 15 "the responders"
+        # The socket goes first: a request arriving now gets a definite
+        # "unavailable" from nginx, not one left queued when the pool exits.
         rm -f "$SOCK/stock.sock"
+        stop_pid "$RUN/app.pid" TERM 15 "the responders"
         ;;
     redis) stop_pid "$RUN/redis.pid" TERM 10 redis ;;
     postgres) stop_postgres ;;

@@ -31,7 +31,7 @@ static void config_defaults_match_the_local_stack(void)
     CHECK(strcmp(cfg.database_url, "postgresql://127.0.0.1:5433/redisdistributedlock") == 0);
     CHECK(strcmp(cfg.redis.host, "127.0.0.1") == 0 && cfg.redis.port == 6380);
     CHECK(cfg.lock_ttl_ms == 5000 && cfg.lock_wait_ms == 1000);
-    CHECK(cfg.statement_timeout_ms == 1000 && cfg.redis_timeout_ms == 250);
+    CHECK(cfg.statement_timeout_ms == 500 && cfg.redis_timeout_ms == 250);
     CHECK(cfg.log_level == LOG_INFO);
 }
 
@@ -84,10 +84,10 @@ static void config_rejects_bad_values_naming_the_variable(void)
 
 static void config_requires_ttl_above_critical_section(void)
 {
-    /* 2 x (1000 + 500 grace + 250) = 3500 */
-    static const char *const too_short[] = {"LOCK_TTL_MS=3500", "STATEMENT_TIMEOUT_MS=1000",
+    /* 3 x (1000 + 500 grace) + 2 x 250 = 5000 */
+    static const char *const too_short[] = {"LOCK_TTL_MS=5000", "STATEMENT_TIMEOUT_MS=1000",
                                             "REDIS_TIMEOUT_MS=250", NULL};
-    static const char *const enough[] = {"LOCK_TTL_MS=3501", "STATEMENT_TIMEOUT_MS=1000",
+    static const char *const enough[] = {"LOCK_TTL_MS=5001", "STATEMENT_TIMEOUT_MS=1000",
                                          "REDIS_TIMEOUT_MS=250", NULL};
     struct config cfg;
     char err[CONFIG_ERR_MAX];
