@@ -10,9 +10,7 @@ start_load "$P" 24
 
 # A worker of our own, frozen right after it took the product's lock.
 STOCK_FAULT=locked start_worker
-printf '{"amount": 1}' | "$FCGI_REQUEST" "$TMP/w.sock" REQUEST_METHOD=POST DOCUMENT_URI="/buy/$P" \
-    CONTENT_TYPE=application/json CONTENT_LENGTH=13 HTTP_IDEMPOTENCY_KEY="fault-$$-holder" \
-    >/dev/null 2>&1 &
+fcgi_buy "$P" "fault-$$-holder" >/dev/null 2>&1 &
 check "a worker is frozen holding the lock" wait_stopped
 kill -KILL "$WORKER"
 wait "$WORKER" 2>/dev/null

@@ -9,9 +9,7 @@ P=$(new_product "Pause the holder" 100000)
 start_load "$P" 24
 
 STOCK_FAULT=locked LOCK_TTL_MS=4000 start_worker
-printf '{"amount": 1}' | "$FCGI_REQUEST" "$TMP/w.sock" REQUEST_METHOD=POST DOCUMENT_URI="/buy/$P" \
-    CONTENT_TYPE=application/json CONTENT_LENGTH=13 HTTP_IDEMPOTENCY_KEY="fault-$$-paused" \
-    >"$TMP/paused" &
+fcgi_buy "$P" "fault-$$-paused" >"$TMP/paused" &
 late=$!
 check "a worker is paused holding the lock" wait_stopped
 check "its lock expires by its TTL" wait_gone "lock:product:$P"

@@ -62,8 +62,7 @@ same "invalid keys buy nothing" "$(snapshot)" "$before"
 # and replays the first answer.
 K=$(key inflight)
 STOCK_FAULT=locked LOCK_TTL_MS=30000 start_worker
-printf '{"amount": 1}' | "$FCGI_REQUEST" "$TMP/w.sock" REQUEST_METHOD=POST DOCUMENT_URI="/buy/$P" \
-    CONTENT_TYPE=application/json CONTENT_LENGTH=13 HTTP_IDEMPOTENCY_KEY="$K" >"$TMP/first" &
+fcgi_buy "$P" "$K" >"$TMP/first" &
 first_pid=$!
 check "in flight: the first request is frozen holding the lock" wait_stopped
 sold_before=$(sold "$P")
@@ -91,8 +90,7 @@ stop_worker
 # retry cannot know the answer yet and says so; afterwards it gets 422.
 K=$(key busy)
 STOCK_FAULT=before_commit LOCK_TTL_MS=30000 start_worker
-printf '{"amount": 1}' | "$FCGI_REQUEST" "$TMP/w.sock" REQUEST_METHOD=POST DOCUMENT_URI="/buy/$P" \
-    CONTENT_TYPE=application/json CONTENT_LENGTH=13 HTTP_IDEMPOTENCY_KEY="$K" >"$TMP/first" &
+fcgi_buy "$P" "$K" >"$TMP/first" &
 first_pid=$!
 check "busy: the first request is frozen before its COMMIT" wait_stopped
 buy "/buy/$Q" '{"amount": 1}' -H "Idempotency-Key: $K"

@@ -173,12 +173,14 @@ stop_worker() {
     WORKER=
 }
 
-# fcgi_buy ID: buys one unit from start_worker's responder over FastCGI, as
-# nginx would ask; prints the raw CGI answer ("Status: 200 OK" ...) and fails
-# unless the responder ended the request properly (FCGI_END_REQUEST).
+# fcgi_buy ID [KEY]: buys one unit from start_worker's responder over
+# FastCGI, as nginx would ask (with an Idempotency-Key if KEY is given);
+# prints the raw CGI answer ("Status: 200 OK" ...) and fails unless the
+# responder ended the request properly (FCGI_END_REQUEST).
 fcgi_buy() {
     printf '{"amount": 1}' | "$FCGI_REQUEST" "$TMP/w.sock" REQUEST_METHOD=POST \
-        DOCUMENT_URI="/buy/$1" CONTENT_TYPE=application/json CONTENT_LENGTH=13
+        DOCUMENT_URI="/buy/$1" CONTENT_TYPE=application/json CONTENT_LENGTH=13 \
+        ${2:+HTTP_IDEMPOTENCY_KEY="$2"}
 }
 
 # hold_row ID: a transaction in psql locks the product's row, so a purchase
