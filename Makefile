@@ -39,7 +39,7 @@ ASAN_OBJ = $(SRC:%.c=build/asan/obj/%.o) $(UNIT_SRC:%.c=build/asan/obj/%.o)
 STACK    = tests/stack/stack.sh
 FORMATTED = app/*.c include/*.h tests/unit/*.c tests/unit/*.h tests/integration/*.c tests/fuzz/*.c
 
-.PHONY: all asan deps run up down psql reset prune test test-unit fuzz format format-check clean
+.PHONY: all asan deps run up down psql reset prune test test-unit fuzz bench format format-check clean
 
 all: $(BIN)
 
@@ -103,6 +103,13 @@ test: deps
 fuzz: deps
 	@$(MAKE) --no-print-directory $(FUZZ_BIN)
 	@tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+# The benchmark: workloads side by side with their ceilings (see
+# tests/bench/bench.sh); not part of make test.
+bench: deps
+	@tests/stack/deps.sh bench
+	@$(MAKE) --no-print-directory -s all
+	@tests/bench/bench.sh
 
 # Removes idempotency keys older than 24 hours from the local stack.
 prune:

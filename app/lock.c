@@ -14,34 +14,60 @@
 #include "lock.h"
 #include "log.h"
 
-/* The three scripts. Each takes KEYS = {lock, fence} and ARGV = {token, x}
- * and runs atomically, in one round trip. */
+/* The three scripts. Each takes KEYS = {lock, fence, wake, stock} and
+ * ARGV = {token, x, y}, runs atomically, in one round trip, and answers
+ * {status, value}. The Lua is kept as written, one statement a line, not as
+ * clang-format would fold it. */
+/* clang-format off */
 static const char *const script_source[SCRIPT_COUNT] = {
-    /* Acquire (x = ttl): take the lock if it is free and, in the same step,
-     * draw the next fence; 0 if someone holds it. */
-    [SCRIPT_ACQUIRE] = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
-                       "return redis.call('INCR', KEYS[2]) end "
-                       "return 0",
-    /* Release: delete the lock only if it still holds our token; a plain DEL
-     * would free a lock that expired while we were slow and now belongs to
-     * someone else. */
-    [SCRIPT_RELEASE] = "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-                       "return redis.call('DEL', KEYS[1]) end "
-                       "return 0",
-    /* Refence (x = PostgreSQL's fence): while we still hold the lock, raise
-     * the counter above what PostgreSQL has applied and draw a new fence; 0
-     * if the lock is no longer ours. */
-    [SCRIPT_REFENCE] = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
-                       "if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[2]) then "
-                       "redis.call('SET', KEYS[2], ARGV[2]) end "
-                       "return redis.call('INCR', KEYS[2])",
+    /* Acquire (x = ttl, y = amount wanted, 0 for "do not short-circuit"):
+     * if a recent purchase saw less stock than wanted, answer {2, stock}
+     * without the lock, and pass a wake-up token on if the lock is free:
+     * the caller may have been woken by one, and it will release nothing
+     * that wakes the next waiter. Else take the lock if it is free and, in
+     * the same step, draw the next fence: {1, fence}. Else {0, ms the holder
+     * has left}, the longest a wait for its release can take. */
+    [SCRIPT_ACQUIRE] =
+        "local want = tonumber(ARGV[3]) "
+        "if want > 0 then "
+        "  local seen = redis.call('GET', KEYS[4]) "
+        "  if seen and tonumber(seen) < want then "
+        "    if redis.call('EXISTS', KEYS[1]) == 0 then "
+        "      redis.call('DEL', KEYS[3]) "
+        "      redis.call('LPUSH', KEYS[3], 1) "
+        "      redis.call('PEXPIRE', KEYS[3], ARGV[2]) "
+        "    end "
+        "    return {2, tonumber(seen)} "
+        "  end "
+        "end "
+        "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
+        "  return {1, redis.call('INCR', KEYS[2])} "
+        "end "
+        "return {0, redis.call('PTTL', KEYS[1])}",
+    /* Release (x = ttl, y = stock seen, -1 for none): delete the lock only
+     * if it still holds our token (a plain DEL would free a lock that
+     * expired while we were slow and now belongs to someone else); then
+     * leave one wake-up token for the next waiter, and the stock seen. */
+    [SCRIPT_RELEASE] =
+        "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, 0} end "
+        "redis.call('DEL', KEYS[1], KEYS[3]) "
+        "redis.call('LPUSH', KEYS[3], 1) "
+        "redis.call('PEXPIRE', KEYS[3], ARGV[2]) "
+        "if tonumber(ARGV[3]) >= 0 then "
+        "  redis.call('SET', KEYS[4], ARGV[3], 'PX', " STOCK_HINT_MS_TEXT ") "
+        "end "
+        "return {1, 0}",
+    /* Refence (x = PostgreSQL's new fence epoch): while we still hold the
+     * lock, raise the counter to the epoch and draw a new fence: {1, fence};
+     * {0, 0} if the lock is no longer ours. */
+    [SCRIPT_REFENCE] =
+        "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, 0} end "
+        "if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[2]) then "
+        "  redis.call('SET', KEYS[2], ARGV[2]) "
+        "end "
+        "return {1, redis.call('INCR', KEYS[2])}",
 };
-
-/* Backoff between attempts on a busy lock: starts near one PostgreSQL
- * transaction (about 1 ms) and doubles up to a cap, so a waiter notices a
- * release soon without flooding Redis while a queue forms. */
-#define BACKOFF_MIN_US 1000
-#define BACKOFF_MAX_US 16000
+/* clang-format on */
 
 static void set_err(struct lock_client *lc, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -77,15 +103,6 @@ static int new_token(char out[33])
     for (size_t i = 0; i < sizeof raw; i++)
         snprintf(out + 2 * i, 3, "%02x", raw[i]);
     return 0;
-}
-
-/* xorshift64*: jitter only needs to decorrelate waiters, not be secret. */
-static uint64_t next_random(struct lock_client *lc)
-{
-    lc->rng ^= lc->rng >> 12;
-    lc->rng ^= lc->rng << 25;
-    lc->rng ^= lc->rng >> 27;
-    return lc->rng * 0x2545F4914F6CDD1DULL;
 }
 
 static void drop(struct lock_client *lc)
@@ -191,8 +208,6 @@ int lock_client_open(struct lock_client *lc, const struct config *cfg)
 {
     memset(lc, 0, sizeof *lc);
     lc->cfg = cfg;
-    if (fill_random(&lc->rng, sizeof lc->rng) < 0 || lc->rng == 0)
-        lc->rng = 0x9E3779B97F4A7C15ULL; /* any non-zero seed works */
     return connect_redis(lc);
 }
 
@@ -201,26 +216,49 @@ void lock_client_close(struct lock_client *lc)
     drop(lc);
 }
 
-/* Runs script s on lk's keys with ARGV = {token, x}. NULL after a
+/* Runs script s on lk's keys with ARGV = {token, x, y}. NULL after a
  * connection error (the context is gone). */
 static redisReply *eval(struct lock_client *lc, enum lock_script s, const struct lock *lk,
-                        const char *x)
+                        int64_t x, int64_t y)
 {
     redisReply *r =
-        command(lc, "EVALSHA %s 2 %s %s %s %s", lc->sha[s], lk->key, lk->fence_key, lk->token, x);
+        command(lc, "EVALSHA %s 4 %s %s %s %s %s %lld %lld", lc->sha[s], lk->key, lk->fence_key,
+                lk->wake_key, lk->stock_key, lk->token, (long long)x, (long long)y);
     /* The script cache is empty after a Redis restart or SCRIPT FLUSH:
      * EVAL runs the script and caches it again. */
     if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
         freeReplyObject(r);
-        r = command(lc, "EVAL %s 2 %s %s %s %s", script_source[s], lk->key, lk->fence_key,
-                    lk->token, x);
+        r = command(lc, "EVAL %s 4 %s %s %s %s %s %lld %lld", script_source[s], lk->key,
+                    lk->fence_key, lk->wake_key, lk->stock_key, lk->token, (long long)x,
+                    (long long)y);
     }
     return r;
 }
 
-static redisReply *run_release(struct lock_client *lc, const struct lock *lk)
+/* Runs a script and reads its {status, value}: the status (>= 0), or -1
+ * when Redis failed. */
+static int run_script(struct lock_client *lc, enum lock_script s, const struct lock *lk, int64_t x,
+                      int64_t y, int64_t *value, const char *what)
 {
-    return eval(lc, SCRIPT_RELEASE, lk, "");
+    redisReply *r = eval(lc, s, lk, x, y);
+    if (r == NULL)
+        return -1;
+    int status = -1;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_INTEGER && r->element[1]->type == REDIS_REPLY_INTEGER) {
+        status = (int)r->element[0]->integer;
+        *value = r->element[1]->integer;
+    } else {
+        reply_err(lc, what, r);
+    }
+    freeReplyObject(r);
+    return status;
+}
+
+static int run_release(struct lock_client *lc, const struct lock *lk, int64_t stock_seen)
+{
+    int64_t unused;
+    return run_script(lc, SCRIPT_RELEASE, lk, lc->cfg->lock_ttl_ms, stock_seen, &unused, "release");
 }
 
 enum lock_status lock_ready(struct lock_client *lc)
@@ -240,54 +278,65 @@ enum lock_status lock_ready(struct lock_client *lc)
         return LOCK_UNAVAILABLE;
     }
     if (lc->unreleased.key[0] != '\0') {
-        redisReply *r = run_release(lc, &lc->unreleased);
-        if (r == NULL)
+        switch (run_release(lc, &lc->unreleased, -1)) {
+        case -1:
             return LOCK_UNAVAILABLE;
-        if (r->type == REDIS_REPLY_INTEGER) {
-            if (r->integer == 1)
-                log_info("released %s, left over from a failed command", lc->unreleased.key);
+        case 1:
+            log_info("released %s, left over from a failed command", lc->unreleased.key);
+            /* fall through */
+        default:
             lc->unreleased.key[0] = '\0';
         }
-        freeReplyObject(r);
     }
     return LOCK_OK;
 }
 
-/* Runs a script that answers a fence, or 0: 1 with lk->fence set, 0 for
- * 0, -1 when Redis failed. */
-static int fence_script(struct lock_client *lc, enum lock_script s, struct lock *lk, const char *x,
-                        const char *what)
+/* Waits up to ms for the holder's release to leave a wake-up token, on a
+ * blocking BLPOP: a waiter costs Redis one command per release, instead of
+ * one per poll, and learns of the release in one round trip. Whether a
+ * token came or the wait ran out, the caller simply tries again: a lost
+ * token (a holder that died) costs at most the holder's remaining TTL.
+ * Redis serves blocked clients first come, first served, so waiters are
+ * woken in the order they started waiting (a newcomer may still take a
+ * just-released lock first). 0, or -1 when Redis failed. */
+static int wait_release(struct lock_client *lc, const struct lock *lk, int64_t ms)
 {
-    redisReply *r = eval(lc, s, lk, x);
+    /* The socket timeout must outlast the wait it covers. */
+    int64_t limit_ms = ms + lc->cfg->redis_timeout_ms;
+    struct timeval wait = {limit_ms / 1000, (limit_ms % 1000) * 1000};
+    struct timeval normal = {lc->cfg->redis_timeout_ms / 1000,
+                             (lc->cfg->redis_timeout_ms % 1000) * 1000};
+    char secs[32];
+    snprintf(secs, sizeof secs, "%lld.%03lld", (long long)(ms / 1000), (long long)(ms % 1000));
+    if (redisSetTimeout(lc->redis, wait) != REDIS_OK) {
+        set_err(lc, "redis: cannot set the wait timeout: %s", lc->redis->errstr);
+        drop(lc);
+        return -1;
+    }
+    redisReply *r = command(lc, "BLPOP %s %s", lk->wake_key, secs);
     if (r == NULL)
         return -1;
-    int rc = -1;
-    if (r->type == REDIS_REPLY_INTEGER) {
-        rc = r->integer > 0;
-        if (rc)
-            lk->fence = r->integer;
-    } else {
-        reply_err(lc, what, r);
+    int rc = 0;
+    if (r->type != REDIS_REPLY_ARRAY && r->type != REDIS_REPLY_NIL) {
+        reply_err(lc, "BLPOP", r);
+        rc = -1;
     }
     freeReplyObject(r);
+    if (redisSetTimeout(lc->redis, normal) != REDIS_OK) {
+        set_err(lc, "redis: cannot restore the command timeout: %s", lc->redis->errstr);
+        drop(lc);
+        return -1;
+    }
     return rc;
 }
 
-/* One attempt: 1 acquired (with its fence), 0 busy, -1 Redis failed. */
-static int try_acquire(struct lock_client *lc, struct lock *lk)
-{
-    char ttl[16];
-    snprintf(ttl, sizeof ttl, "%d", lc->cfg->lock_ttl_ms);
-    /* Validity is counted from before the request, so that the time the
-     * reply took is not counted as ours. */
-    lk->started_ms = clock_ms();
-    return fence_script(lc, SCRIPT_ACQUIRE, lk, ttl, "acquire");
-}
-
-enum lock_status lock_acquire(struct lock_client *lc, int32_t product, struct lock *lk)
+enum lock_status lock_acquire(struct lock_client *lc, int32_t product, int32_t want,
+                              struct lock *lk, int64_t *stock_seen)
 {
     snprintf(lk->key, sizeof lk->key, "lock:product:%" PRId32, product);
     snprintf(lk->fence_key, sizeof lk->fence_key, "fence:product:%" PRId32, product);
+    snprintf(lk->wake_key, sizeof lk->wake_key, "wake:product:%" PRId32, product);
+    snprintf(lk->stock_key, sizeof lk->stock_key, "stock:product:%" PRId32, product);
     lk->fence = 0;
     if (new_token(lk->token) < 0) {
         set_err(lc, "getrandom: %s", strerror(errno));
@@ -297,44 +346,43 @@ enum lock_status lock_acquire(struct lock_client *lc, int32_t product, struct lo
         return LOCK_UNAVAILABLE;
 
     int64_t deadline = clock_ms() + lc->cfg->lock_wait_ms;
-    int64_t backoff = BACKOFF_MIN_US;
     for (;;) {
-        int rc = try_acquire(lc, lk);
-        if (rc == 1)
+        int64_t value;
+        /* Validity is counted from before the request, so that the time the
+         * reply took is not counted as ours. */
+        lk->started_ms = clock_ms();
+        switch (run_script(lc, SCRIPT_ACQUIRE, lk, lc->cfg->lock_ttl_ms, want, &value, "acquire")) {
+        case 1:
+            lk->fence = value;
             return LOCK_OK;
-        if (rc < 0) {
-            /* A SET that timed out may still have been applied: remove our
-             * token if Redis is back, or it expires by its TTL. */
+        case 2:
+            *stock_seen = value;
+            return LOCK_SOLD_OUT;
+        case 0:
+            break;
+        default:
+            /* An acquire that timed out may still have been applied: it is
+             * released as soon as Redis answers again, or expires by TTL. */
             if (lc->redis == NULL)
-                (void)lock_release(lc, lk);
+                (void)lock_release(lc, lk, -1);
             return LOCK_UNAVAILABLE;
         }
-        int64_t left_us = (deadline - clock_ms()) * 1000;
-        if (left_us <= 0)
+        int64_t left = deadline - clock_ms();
+        if (left <= 0)
             return LOCK_TIMEOUT;
-        /* Equal jitter: half the backoff fixed, half random, so waiters that
-         * lost the same race do not retry in lockstep. */
-        int64_t sleep_us = backoff / 2 + (int64_t)(next_random(lc) % (uint64_t)(backoff / 2 + 1));
-        clock_sleep_us(sleep_us < left_us ? sleep_us : left_us);
-        if (backoff < BACKOFF_MAX_US)
-            backoff *= 2;
+        if (wait_release(lc, lk, value > 0 && value < left ? value : left) < 0)
+            return LOCK_UNAVAILABLE;
     }
 }
 
-enum lock_status lock_release(struct lock_client *lc, const struct lock *lk)
+enum lock_status lock_release(struct lock_client *lc, const struct lock *lk, int64_t stock_seen)
 {
-    redisReply *r = lock_ready(lc) == LOCK_OK ? run_release(lc, lk) : NULL;
-    if (r == NULL) {
+    int rc = lock_ready(lc) == LOCK_OK ? run_release(lc, lk, stock_seen) : -1;
+    if (rc < 0) {
         lc->unreleased = *lk; /* for the next call that reaches Redis */
         return LOCK_UNAVAILABLE;
     }
-    enum lock_status st = LOCK_UNAVAILABLE;
-    if (r->type == REDIS_REPLY_INTEGER)
-        st = r->integer == 1 ? LOCK_OK : LOCK_LOST;
-    else
-        reply_err(lc, "release", r);
-    freeReplyObject(r);
-    return st;
+    return rc == 1 ? LOCK_OK : LOCK_LOST;
 }
 
 enum lock_status lock_ping(struct lock_client *lc)
@@ -353,12 +401,12 @@ enum lock_status lock_ping(struct lock_client *lc)
 
 enum lock_status lock_refence(struct lock_client *lc, struct lock *lk, int64_t floor)
 {
-    char x[24];
-    snprintf(x, sizeof x, "%" PRId64, floor);
+    int64_t fence;
     if (lock_ready(lc) != LOCK_OK)
         return LOCK_UNAVAILABLE;
-    switch (fence_script(lc, SCRIPT_REFENCE, lk, x, "refence")) {
+    switch (run_script(lc, SCRIPT_REFENCE, lk, floor, 0, &fence, "refence")) {
     case 1:
+        lk->fence = fence;
         return LOCK_OK;
     case 0:
         return LOCK_LOST;

@@ -132,10 +132,16 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
     if (p.key != NULL && answer_from_key(w, &p, res))
         return;
 
+    /* A keyed purchase always asks PostgreSQL, so that its outcome is
+     * recorded: no short-cut on a recent stock hint for it. */
     struct lock lk;
-    switch (lock_acquire(&w->lock, product, &lk)) {
+    int64_t stock_seen = 0;
+    switch (lock_acquire(&w->lock, product, p.key == NULL ? p.amount : 0, &lk, &stock_seen)) {
     case LOCK_OK:
         break;
+    case LOCK_SOLD_OUT:
+        response_insufficient(res, stock_seen, p.amount);
+        return;
     case LOCK_TIMEOUT:
         log_info("product %d: lock busy for %d ms", (int)product, w->cfg->lock_wait_ms);
         response_problem(res, PROBLEM_LOCK_TIMEOUT, NULL);
@@ -153,7 +159,10 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
     /* Released on every path. If Redis cannot be told, the lock expires by
      * its TTL; a committed purchase stays committed either way, because
      * PostgreSQL, not the lock, guards the stock. */
-    switch (lock_release(&w->lock, &lk)) {
+    stock_seen = st == STORE_OK             ? out.order.remaining
+                 : st == STORE_INSUFFICIENT ? out.available
+                                            : -1;
+    switch (lock_release(&w->lock, &lk, stock_seen)) {
     case LOCK_OK:
         break;
     case LOCK_LOST:

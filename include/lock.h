@@ -9,10 +9,20 @@
  *            random bits from getrandom(), so only its owner can release
  *            it; the fence only grows, so PostgreSQL can refuse a purchase
  *            from a holder whose lock expired and was granted again since.
- *            A busy lock is retried with capped exponential backoff and
- *            jitter until a deadline (LOCK_WAIT_MS), never a retry count.
- *   release  compare-and-delete in one script. A lock that expired and was
- *            taken by someone else is left alone.
+ *   wait     a busy lock is waited for on a blocking BLPOP of
+ *            wake:product:{id}, which the release fills: one command per
+ *            release, not one per poll, and the hand-off takes one round
+ *            trip. Each wait is capped by the holder's remaining TTL (so a
+ *            holder that died costs at most that) and by a deadline
+ *            (LOCK_WAIT_MS), never by a retry count.
+ *   release  compare-and-delete in one script, which also leaves the
+ *            wake-up token. A lock that expired and was taken by someone
+ *            else is left alone.
+ *   stock    the release also leaves the stock the purchase saw, for
+ *            STOCK_HINT_MS: a buyer asking for more than that is answered
+ *            "insufficient stock" by the acquire script at once, without
+ *            the lock or PostgreSQL. A sold-out product costs Redis one
+ *            command per buyer, and PostgreSQL one per STOCK_HINT_MS.
  *
  * Scripts run with EVALSHA, falling back to EVAL when Redis lost its script
  * cache. One hiredis connection per worker process. Every command is bounded
@@ -31,16 +41,24 @@
 struct config;
 struct redisContext;
 
+/* How long the stock a purchase saw is trusted without asking PostgreSQL:
+ * a restock shows after at most this long. */
+#define STOCK_HINT_MS      1000
+#define STOCK_HINT_MS_TEXT "1000"
+
 enum lock_status {
     LOCK_OK,
     LOCK_TIMEOUT,     /* someone else held the lock until our deadline */
     LOCK_UNAVAILABLE, /* Redis unreachable, timing out or refusing */
-    LOCK_LOST         /* the lock is no longer ours: it expired, maybe taken since */
+    LOCK_LOST,        /* the lock is no longer ours: it expired, maybe taken since */
+    LOCK_SOLD_OUT     /* acquire: a recent purchase saw less stock than wanted */
 };
 
 struct lock {
     char key[32];       /* lock:product:{id}; empty for no lock */
     char fence_key[32]; /* fence:product:{id} */
+    char wake_key[32];  /* wake:product:{id} */
+    char stock_key[32]; /* stock:product:{id} */
     char token[33];     /* 32 hex digits */
     int64_t fence;      /* this grant's fence: larger than any before it */
     int64_t started_ms; /* CLOCK_MONOTONIC when the granting request was sent */
@@ -52,7 +70,6 @@ struct lock_client {
     const struct config *cfg;
     struct redisContext *redis;
     char sha[SCRIPT_COUNT][41]; /* SHA1 of each script on this server */
-    uint64_t rng;               /* xorshift state for backoff jitter */
     struct lock unreleased;     /* the last lock we may hold but could not release */
     char err[256];
 };
@@ -67,9 +84,12 @@ void lock_client_close(struct lock_client *lc);
 enum lock_status lock_ready(struct lock_client *lc);
 
 /* Takes the lock on product, waiting up to LOCK_WAIT_MS. Returns LOCK_OK
- * (lk->fence set), LOCK_TIMEOUT or LOCK_UNAVAILABLE. On failure nothing is
- * left held. */
-enum lock_status lock_acquire(struct lock_client *lc, int32_t product, struct lock *lk);
+ * (lk->fence set), LOCK_TIMEOUT or LOCK_UNAVAILABLE; or, when want > 0 and
+ * a purchase in the last STOCK_HINT_MS saw less stock than want,
+ * LOCK_SOLD_OUT with that stock in *stock_seen (want 0 never short-cuts).
+ * On failure nothing is left held. */
+enum lock_status lock_acquire(struct lock_client *lc, int32_t product, int32_t want,
+                              struct lock *lk, int64_t *stock_seen);
 
 /* Whether the lock still holds our token: LOCK_OK, LOCK_LOST or
  * LOCK_UNAVAILABLE. */
@@ -87,9 +107,10 @@ enum lock_status lock_refence(struct lock_client *lc, struct lock *lk, int64_t f
  * holds, with the time the COMMIT may take in reserve. */
 int lock_valid(const struct lock_client *lc, const struct lock *lk, int reserve_ms);
 
-/* Releases lk if it still holds our token. Returns LOCK_OK, LOCK_LOST or
- * LOCK_UNAVAILABLE (the lock then expires by its TTL). */
-enum lock_status lock_release(struct lock_client *lc, const struct lock *lk);
+/* Releases lk if it still holds our token, wakes the next waiter and, if
+ * stock_seen >= 0, leaves it as the product's stock hint. Returns LOCK_OK,
+ * LOCK_LOST or LOCK_UNAVAILABLE (the lock then expires by its TTL). */
+enum lock_status lock_release(struct lock_client *lc, const struct lock *lk, int64_t stock_seen);
 
 /* One round trip (PING). Returns LOCK_OK or LOCK_UNAVAILABLE. */
 enum lock_status lock_ping(struct lock_client *lc);

@@ -11,7 +11,7 @@ set -eu
 src=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: render.sh OUT_DIR NAME=value...}
 shift
-mkdir -p "$out"
+mkdir -p "$out/extra"
 out=$(cd "$out" && pwd)
 
 script=""

@@ -69,7 +69,7 @@ trap cleanup EXIT
 
 
 if "$STACK" up; then
-    for t in api hostile lock fencing idempotency concurrency outages signals leaks config; do
+    for t in api hostile lock fencing idempotency concurrency outages signals leaks config ${EXTRA_SUITES:-}; do
         wanted "$t" && suite "$t" "tests/integration/$t.sh"
     done
     for t in kill-worker pause-holder redis-crash postgres-crash client-disconnect sigterm-pool; do

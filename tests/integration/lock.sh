@@ -43,5 +43,59 @@ rcli DEL "lock:product:$P" >/dev/null
 stop_worker
 same "the worker exits 0 on SIGTERM" "$STOPPED" 0
 
+# Waiting is a blocking BLPOP on the product's wake-up list, not polling:
+# while the lock is held elsewhere, a waiting buyer sends no more acquire
+# attempts, and a release wakes it at once.
+calls() {
+    local n
+    n=$(rcli INFO commandstats | sed -n "s/^cmdstat_$1:calls=\([0-9]*\),.*/\1/p")
+    echo "${n:-0}"
+}
+H=$(new_product "Hand-off" 10)
+rcli SET "lock:product:$H" someone-else PX 30000 >/dev/null
+curl -s -o "$TMP/waiter" -w '%{http_code}' -X POST "$BASE_URL/buy/$H" \
+    -H 'Content-Type: application/json' -d '{"amount": 1}' >"$TMP/waiter.status" &
+waiter=$!
+for ((i = 0; i < 200; i++)); do
+    (($(calls blpop) > 0)) && [[ $(rcli CLIENT LIST | grep -c 'cmd=blpop') == 1 ]] && break
+    sleep 0.05
+done
+tries=$(calls evalsha)
+sleep 1
+same "hand-off: a waiter blocked for 1 s sends no further attempt" "$(calls evalsha)" "$tries"
+# What a release does: free the lock, leave a wake-up token.
+rcli DEL "lock:product:$H" >/dev/null
+rcli LPUSH "wake:product:$H" 1 >/dev/null
+wait "$waiter"
+same "hand-off: the release wakes it, and it buys" "$(cat "$TMP/waiter.status")" 200
+
+# A holder that dies releases nothing: the waiter's wait is capped by the
+# holder's remaining TTL, and it takes the lock once that has expired.
+rcli SET "lock:product:$H" dead-holder PX 800 >/dev/null
+buy "/buy/$H" '{"amount": 1}'
+expect "hand-off: a dead holder's lock is taken once it expires" 200
+
+# A sold-out product: the last release leaves the stock it saw, and for
+# the next STOCK_HINT_MS buyers who want more are answered by the acquire
+# script alone, without the lock or PostgreSQL.
+O=$(new_product "Sold out" 2)
+buy "/buy/$O" '{"amount": 2}'
+expect "sold out: the last units sell" 200
+same "sold out: the release leaves the stock it saw" "$(rcli GET "stock:product:$O")" 0
+sets=$(calls set)
+for i in 1 2 3; do
+    buy "/buy/$O" '{"amount": 1}'
+    expect "sold out: buyer $i is refused (409) with the stock seen" 409 insufficient_stock
+done
+same "sold out: none of them took the lock" "$(calls set)" "$sets"
+buy "/buy/$O" '{"amount": 1}' -H "Idempotency-Key: sold-out-$$"
+expect "sold out: a keyed buyer still asks PostgreSQL (its answer is recorded)" 409 insufficient_stock
+same "sold out: and its refusal was recorded" \
+    "$(sql "SELECT status FROM idempotency_keys WHERE key = 'sold-out-$$'")" 409
+sql "UPDATE products SET amount = 5 WHERE id = $O" >/dev/null
+check "sold out: the hint expires within STOCK_HINT_MS" wait_gone "stock:product:$O"
+buy "/buy/$O" '{"amount": 1}'
+expect "sold out: after a restock, once the hint expired, the product sells" 200
+
 same "no lock key is left in Redis" "$(lock_keys)" 0
 finish

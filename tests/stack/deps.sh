@@ -10,6 +10,10 @@ PACKAGES="gcc make pkg-config libc6-dev
 libfcgi-dev libhiredis-dev libpq-dev libjson-c-dev
 spawn-fcgi multiwatch nginx redis-server postgresql postgresql-client
 curl jq docker-compose clang-format clang libclang-rt-dev"
+# "deps.sh bench": the benchmark's own tools instead.
+if [ "${1:-}" = bench ]; then
+    PACKAGES="wrk gnuplot-nox bsdextrautils"
+fi
 
 missing=""
 for p in $PACKAGES; do
