@@ -49,7 +49,8 @@ chmod 755 "$TEST_DIR"
 RUN_DIR=$TEST_DIR/stack
 export PORT PGPORT REDIS_PORT
 read -r PORT PGPORT REDIS_PORT <<<"$(tests/stack/free-port.sh 3 | tr '\n' ' ')"
-export WORKERS=4
+# Small pools, so pools.sh can fill them.
+export WORKERS=4 OVERFLOW_WORKERS=4 PER_PRODUCT=2
 # Long enough that a slow, shared CI machine never turns queueing into a
 # lock_timeout; api.sh waits this long once, on purpose.
 export LOCK_WAIT_MS=3000
@@ -69,7 +70,7 @@ trap cleanup EXIT
 
 
 if "$STACK" up; then
-    for t in api hostile lock fencing idempotency concurrency outages signals leaks config ${EXTRA_SUITES:-}; do
+    for t in api hostile lock pools fencing idempotency concurrency outages signals leaks config ${EXTRA_SUITES:-}; do
         wanted "$t" && suite "$t" "tests/integration/$t.sh"
     done
     for t in kill-worker pause-holder redis-crash postgres-crash client-disconnect sigterm-pool; do

@@ -52,7 +52,8 @@ for bad in WORKERS=0 WORKERS=many PORT=70000 PGPORT=-1 REDIS_PORT=6380x; do
 done
 
 # The docker-compose rendering of the nginx configuration, checked by nginx.
-"$ROOT/nginx/render.sh" "$TMP/nginx" LISTEN=3000 FCGI_SOCKET=/run/stock/stock.sock \
+"$ROOT/nginx/render.sh" "$TMP/nginx" LISTEN=3000 FCGI_SOCKET=/run/stock/app.sock \
+    FCGI_OVERFLOW_SOCKET=/run/stock/overflow.sock PER_PRODUCT=2 \
     RUN_DIR="$TMP/nginx" ERROR_LOG=stderr ACCESS_LOG=/dev/stdout
 out=$(nginx -t -q -e stderr -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" 2>&1)
 same "nginx -t accepts the docker-compose rendering ($out)" "$?" 0
@@ -61,7 +62,7 @@ check "render.sh refuses to leave a placeholder unfilled" test $? != 0
 
 # Without the test stack's PORT, which compose would substitute.
 compose() {
-    (cd "$ROOT" && env -u PORT -u WORKERS -u LOCK_WAIT_MS docker-compose "$@")
+    (cd "$ROOT" && env -u PORT -u WORKERS -u OVERFLOW_WORKERS -u PER_PRODUCT -u LOCK_WAIT_MS docker-compose "$@")
 }
 out=$(compose config -q 2>&1)
 same "docker-compose config accepts docker-compose.yml ($out)" "$?" 0

@@ -16,7 +16,10 @@
 #   PORT        nginx on 127.0.0.1:PORT    (default 3000)
 #   PGPORT      PostgreSQL on 127.0.0.1    (default 5433)
 #   REDIS_PORT  Redis on 127.0.0.1         (default 6380)
-#   WORKERS     responder processes        (default 4)
+#   WORKERS     responders in the main pool  (default 12)
+#   OVERFLOW_WORKERS responders in the overflow pool (default 4)
+#   PER_PRODUCT requests for one product the main pool takes at once;
+#               the rest go to the overflow pool (default 2)
 #   STOCK_BIN   the responder binary       (default build/stock-fcgi)
 # The responder's own settings (LOCK_TTL_MS, LOCK_WAIT_MS, LOG_LEVEL, ...)
 # pass through to it; DATABASE_URL and REDIS_URL are set here to the stack's
@@ -49,7 +52,9 @@ setting() {
 PORT=$(setting PORT 3000 1 65535)
 PGPORT=$(setting PGPORT 5433 1 65535)
 REDIS_PORT=$(setting REDIS_PORT 6380 1 65535)
-WORKERS=$(setting WORKERS 4 1 256)
+WORKERS=$(setting WORKERS 12 1 256)
+OVERFLOW_WORKERS=$(setting OVERFLOW_WORKERS 4 1 256)
+PER_PRODUCT=$(setting PER_PRODUCT 2 1 256)
 STOCK_BIN=$(realpath -m "${STOCK_BIN:-$ROOT/build/stock-fcgi}")
 
 if [[ $(id -u) -eq 0 ]]; then
@@ -215,38 +220,48 @@ CONF
     die "Redis did not answer: see $LOG/redis.log"
 }
 
-# spawn-fcgi binds the socket (0660, the stack user's) and execs multiwatch,
-# which forks WORKERS responders and replaces any that dies (a worker dying
-# within 1 s of its start counts as a failed start; after 3 of those in a row
-# multiwatch gives up on that slot instead of crash-looping). A first SIGTERM
-# to multiwatch becomes SIGUSR1 to each responder: finish, then exit.
+# One pool of responders: spawn-fcgi binds the socket (0660, the stack
+# user's) and execs multiwatch, which forks the responders and replaces any
+# that dies (a worker dying within 1 s of its start counts as a failed start;
+# after 3 of those in a row multiwatch gives up on that slot instead of
+# crash-looping). A first SIGTERM to multiwatch becomes SIGUSR1 to each
+# responder: finish, then exit.
+start_pool() {
+    local name=$1 count=$2
+    alive "$(pid_of "$RUN/$name.pid")" && return 0
+    rm -f "$SOCK/$name.sock"
+    setsid "${AS_USER[@]}" spawn-fcgi -n -s "$SOCK/$name.sock" -M 0660 -- \
+        "$(command -v multiwatch)" -f "$count" -r 3 -t 1000 -- "$RUN/bin/stock-fcgi" \
+        </dev/null >>"$LOG/app.log" 2>&1 &
+    echo $! >"$RUN/$name.pid"
+    for ((i = 0; i < 100; i++)); do
+        [[ -S $SOCK/$name.sock ]] && return 0
+        alive "$!" || break
+        sleep 0.1
+    done
+    tail -n 20 "$LOG/app.log" >&2
+    die "the $name pool did not start: see $LOG/app.log"
+}
+
+# The main pool (app) and the overflow pool (see nginx/stock-api.conf.in),
+# both logging to app.log.
 start_app() {
-    alive "$(pid_of "$RUN/app.pid")" && return 0
+    alive "$(pid_of "$RUN/app.pid")" && alive "$(pid_of "$RUN/overflow.pid")" && return 0
     install -m 755 "$STOCK_BIN" "$RUN/bin/stock-fcgi"
     DATABASE_URL=$(conninfo "$DB_NAME")
     export DATABASE_URL
     export REDIS_URL="unix://$SOCK/redis.sock"
     # A bad setting fails here with its message, not as a crash loop.
     as_user "$RUN/bin/stock-fcgi" --check-config >/dev/null || die "the responder cannot start"
-    rm -f "$SOCK/stock.sock"
-    setsid "${AS_USER[@]}" spawn-fcgi -n -s "$SOCK/stock.sock" -M 0660 -- \
-        "$(command -v multiwatch)" -f "$WORKERS" -r 3 -t 1000 -- "$RUN/bin/stock-fcgi" \
-        </dev/null >>"$LOG/app.log" 2>&1 &
-    echo $! >"$RUN/app.pid"
     STARTED+=(app)
-    for ((i = 0; i < 100; i++)); do
-        [[ -S $SOCK/stock.sock ]] && return 0
-        alive "$!" || break
-        sleep 0.1
-    done
-    tail -n 20 "$LOG/app.log" >&2
-    die "the responders did not start: see $LOG/app.log"
+    start_pool app "$WORKERS"
+    start_pool overflow "$OVERFLOW_WORKERS"
 }
 
 start_nginx() {
     alive "$(pid_of "$RUN/nginx/nginx.pid")" && return 0
-    "$ROOT/nginx/render.sh" "$RUN/nginx" "LISTEN=127.0.0.1:$PORT" "FCGI_SOCKET=$SOCK/stock.sock" \
-        "RUN_DIR=$RUN/nginx" "ERROR_LOG=$LOG/nginx-error.log" "ACCESS_LOG=$LOG/nginx-access.log"
+    "$ROOT/nginx/render.sh" "$RUN/nginx" "LISTEN=127.0.0.1:$PORT" "FCGI_SOCKET=$SOCK/app.sock" \
+        "FCGI_OVERFLOW_SOCKET=$SOCK/overflow.sock" "PER_PRODUCT=$PER_PRODUCT" "RUN_DIR=$RUN/nginx" "ERROR_LOG=$LOG/nginx-error.log" "ACCESS_LOG=$LOG/nginx-access.log"
     as_user nginx -e "$LOG/nginx-error.log" -p "$RUN/nginx" -c "$RUN/nginx/nginx.conf" ||
         die "nginx did not start (is port $PORT free?): see $LOG/nginx-error.log"
     STARTED+=(nginx)
@@ -287,10 +302,12 @@ stop() {
     case ${1:-} in
     nginx) stop_pid "$RUN/nginx/nginx.pid" QUIT 10 nginx ;;
     app)
-        # The socket goes first: a request arriving now gets a definite
-        # "unavailable" from nginx, not one left queued when the pool exits.
-        rm -f "$SOCK/stock.sock"
-        stop_pid "$RUN/app.pid" TERM 15 "the responders"
+        # The sockets go first: a request arriving now gets a definite
+        # "unavailable" from nginx, not one left queued when a pool exits.
+        rm -f "$SOCK/app.sock" "$SOCK/overflow.sock"
+        stop_pid "$RUN/app.pid" TERM 15 "the main pool" &
+        stop_pid "$RUN/overflow.pid" TERM 15 "the overflow pool"
+        wait
         ;;
     redis) stop_pid "$RUN/redis.pid" TERM 10 redis ;;
     postgres) stop_postgres ;;
@@ -305,7 +322,7 @@ down() {
 
 status() {
     local name pidfile
-    for name in nginx app redis; do
+    for name in nginx app overflow redis; do
         case $name in
         nginx) pidfile=$RUN/nginx/nginx.pid ;;
         *) pidfile=$RUN/$name.pid ;;
@@ -326,6 +343,7 @@ run() {
     echo "Ctrl-C stops everything. Logs: $LOG"
     while sleep 1; do
         if ! alive "$(pid_of "$RUN/nginx/nginx.pid")" || ! alive "$(pid_of "$RUN/app.pid")" ||
+            ! alive "$(pid_of "$RUN/overflow.pid")" ||
             ! alive "$(pid_of "$RUN/redis.pid")" || ! pg_running; then
             echo "stack: a service stopped unexpectedly; stopping the rest (logs: $LOG)" >&2
             down
