@@ -71,11 +71,14 @@ static void usage(FILE *out)
           out);
 }
 
-/* --check-config: everything a worker does at start, then report. */
+/* --check-config: everything a worker does at start, then report. Its
+ * answer is the report; the connections' own "connected" lines would only
+ * repeat it on the caller's terminal. */
 static int check_config(const struct config *cfg)
 {
     struct store st;
     struct lock_client lc;
+    log_set_level(LOG_WARN);
     int pg = store_open(&st, cfg), redis = lock_client_open(&lc, cfg);
     if (pg < 0)
         fprintf(stderr, "stock-fcgi: %s\n", st.err);
