@@ -15,16 +15,16 @@
 #include "log.h"
 
 /* The three scripts. Each takes KEYS = {lock, fence, wake, stock} and
- * ARGV = {token, x, y}, runs atomically, in one round trip, and answers
+ * ARGV = {token, x, y, z}, runs atomically, in one round trip, and answers
  * {status, value}. The Lua is kept as written, one statement a line, not as
  * clang-format would fold it. */
 /* clang-format off */
 static const char *const script_source[SCRIPT_COUNT] = {
-    /* Acquire (x = ttl, y = amount wanted, 0 for "do not short-circuit"):
-     * if a recent purchase saw less stock than wanted, answer {2, stock}
-     * without the lock, and pass a wake-up token on if the lock is free:
-     * the caller may have been woken by one, and it will release nothing
-     * that wakes the next waiter. Else take the lock if it is free and, in
+    /* Acquire (x = ttl, y = amount wanted, 0 for "do not short-circuit",
+     * z = 1 if the caller was woken by a token): if a recent purchase saw
+     * less stock than wanted, answer {2, stock} without the lock, and pass
+     * on the token that woke the caller, if the lock is free: the caller
+     * will release nothing that wakes the next waiter. Else take the lock if it is free and, in
      * the same step, draw the next fence: {1, fence}. Else {0, ms the holder
      * has left}, the longest a wait for its release can take. */
     [SCRIPT_ACQUIRE] =
@@ -32,7 +32,7 @@ static const char *const script_source[SCRIPT_COUNT] = {
         "if want > 0 then "
         "  local seen = redis.call('GET', KEYS[4]) "
         "  if seen and tonumber(seen) < want then "
-        "    if redis.call('EXISTS', KEYS[1]) == 0 then "
+        "    if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then "
         "      redis.call('DEL', KEYS[3]) "
         "      redis.call('LPUSH', KEYS[3], 1) "
         "      redis.call('PEXPIRE', KEYS[3], ARGV[2]) "
@@ -216,21 +216,21 @@ void lock_client_close(struct lock_client *lc)
     drop(lc);
 }
 
-/* Runs script s on lk's keys with ARGV = {token, x, y}. NULL after a
+/* Runs script s on lk's keys with ARGV = {token, x, y, z}. NULL after a
  * connection error (the context is gone). */
 static redisReply *eval(struct lock_client *lc, enum lock_script s, const struct lock *lk,
-                        int64_t x, int64_t y)
+                        int64_t x, int64_t y, int z)
 {
     redisReply *r =
-        command(lc, "EVALSHA %s 4 %s %s %s %s %s %lld %lld", lc->sha[s], lk->key, lk->fence_key,
-                lk->wake_key, lk->stock_key, lk->token, (long long)x, (long long)y);
+        command(lc, "EVALSHA %s 4 %s %s %s %s %s %lld %lld %d", lc->sha[s], lk->key, lk->fence_key,
+                lk->wake_key, lk->stock_key, lk->token, (long long)x, (long long)y, z);
     /* The script cache is empty after a Redis restart or SCRIPT FLUSH:
      * EVAL runs the script and caches it again. */
     if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
         freeReplyObject(r);
-        r = command(lc, "EVAL %s 4 %s %s %s %s %s %lld %lld", script_source[s], lk->key,
+        r = command(lc, "EVAL %s 4 %s %s %s %s %s %lld %lld %d", script_source[s], lk->key,
                     lk->fence_key, lk->wake_key, lk->stock_key, lk->token, (long long)x,
-                    (long long)y);
+                    (long long)y, z);
     }
     return r;
 }
@@ -238,9 +238,9 @@ static redisReply *eval(struct lock_client *lc, enum lock_script s, const struct
 /* Runs a script and reads its {status, value}: the status (>= 0), or -1
  * when Redis failed. */
 static int run_script(struct lock_client *lc, enum lock_script s, const struct lock *lk, int64_t x,
-                      int64_t y, int64_t *value, const char *what)
+                      int64_t y, int z, int64_t *value, const char *what)
 {
-    redisReply *r = eval(lc, s, lk, x, y);
+    redisReply *r = eval(lc, s, lk, x, y, z);
     if (r == NULL)
         return -1;
     int status = -1;
@@ -258,7 +258,8 @@ static int run_script(struct lock_client *lc, enum lock_script s, const struct l
 static int run_release(struct lock_client *lc, const struct lock *lk, int64_t stock_seen)
 {
     int64_t unused;
-    return run_script(lc, SCRIPT_RELEASE, lk, lc->cfg->lock_ttl_ms, stock_seen, &unused, "release");
+    return run_script(lc, SCRIPT_RELEASE, lk, lc->cfg->lock_ttl_ms, stock_seen, 0, &unused,
+                      "release");
 }
 
 enum lock_status lock_ready(struct lock_client *lc)
@@ -291,23 +292,34 @@ enum lock_status lock_ready(struct lock_client *lc)
     return LOCK_OK;
 }
 
+/* The longest single wait. A token can be lost: a waiter that took one may
+ * die, or fail to reach Redis, before it acts on it. The other waiters then
+ * notice the free lock within a slice, not at their deadline; a slice is
+ * long enough that in a healthy queue it never runs out. */
+#define WAIT_SLICE_MS 250
+
+/* Redis times blocked clients out from its event loop, up to 1/hz (100 ms
+ * by default) late: the socket timeout allows for that on top. */
+#define BLPOP_LATE_MS 200
+
 /* Waits up to ms for the holder's release to leave a wake-up token, on a
  * blocking BLPOP: a waiter costs Redis one command per release, instead of
  * one per poll, and learns of the release in one round trip. Whether a
- * token came or the wait ran out, the caller simply tries again: a lost
- * token (a holder that died) costs at most the holder's remaining TTL.
- * Redis serves blocked clients first come, first served, so waiters are
- * woken in the order they started waiting (a newcomer may still take a
- * just-released lock first). 0, or -1 when Redis failed. */
+ * token came or the wait ran out, the caller simply tries again. Redis
+ * serves blocked clients first come, first served, so waiters are woken in
+ * the order they started waiting (a newcomer may still take a just-released
+ * lock first). 1 if a token came, 0 if none did, -1 when Redis failed. */
 static int wait_release(struct lock_client *lc, const struct lock *lk, int64_t ms)
 {
-    /* The socket timeout must outlast the wait it covers. */
-    int64_t limit_ms = ms + lc->cfg->redis_timeout_ms;
+    int64_t limit_ms = ms + lc->cfg->redis_timeout_ms + BLPOP_LATE_MS;
     struct timeval wait = {limit_ms / 1000, (limit_ms % 1000) * 1000};
     struct timeval normal = {lc->cfg->redis_timeout_ms / 1000,
                              (lc->cfg->redis_timeout_ms % 1000) * 1000};
+    /* Redis 7.0 turns the timeout into milliseconds by truncating
+     * seconds * 1000.0, and 0.001 * 1000.0 is 0.999...: 0, "block forever".
+     * Half a millisecond more makes every value come out as asked. */
     char secs[32];
-    snprintf(secs, sizeof secs, "%lld.%03lld", (long long)(ms / 1000), (long long)(ms % 1000));
+    snprintf(secs, sizeof secs, "%lld.%03lld5", (long long)(ms / 1000), (long long)(ms % 1000));
     if (redisSetTimeout(lc->redis, wait) != REDIS_OK) {
         set_err(lc, "redis: cannot set the wait timeout: %s", lc->redis->errstr);
         drop(lc);
@@ -316,7 +328,7 @@ static int wait_release(struct lock_client *lc, const struct lock *lk, int64_t m
     redisReply *r = command(lc, "BLPOP %s %s", lk->wake_key, secs);
     if (r == NULL)
         return -1;
-    int rc = 0;
+    int rc = r->type == REDIS_REPLY_ARRAY;
     if (r->type != REDIS_REPLY_ARRAY && r->type != REDIS_REPLY_NIL) {
         reply_err(lc, "BLPOP", r);
         rc = -1;
@@ -346,12 +358,14 @@ enum lock_status lock_acquire(struct lock_client *lc, int32_t product, int32_t w
         return LOCK_UNAVAILABLE;
 
     int64_t deadline = clock_ms() + lc->cfg->lock_wait_ms;
+    int woken = 0;
     for (;;) {
         int64_t value;
         /* Validity is counted from before the request, so that the time the
          * reply took is not counted as ours. */
         lk->started_ms = clock_ms();
-        switch (run_script(lc, SCRIPT_ACQUIRE, lk, lc->cfg->lock_ttl_ms, want, &value, "acquire")) {
+        switch (run_script(lc, SCRIPT_ACQUIRE, lk, lc->cfg->lock_ttl_ms, want, woken, &value,
+                           "acquire")) {
         case 1:
             lk->fence = value;
             return LOCK_OK;
@@ -370,7 +384,13 @@ enum lock_status lock_acquire(struct lock_client *lc, int32_t product, int32_t w
         int64_t left = deadline - clock_ms();
         if (left <= 0)
             return LOCK_TIMEOUT;
-        if (wait_release(lc, lk, value > 0 && value < left ? value : left) < 0)
+        /* value is the holder's PTTL: no release can come later than that.
+         * -2 means the lock went away after our attempt: try again at once;
+         * -1 (a lock without expiry: not one of ours) waits a slice. */
+        int64_t ms = value > 0 ? value : value == -2 ? 1 : WAIT_SLICE_MS;
+        ms = ms < left ? ms : left;
+        woken = wait_release(lc, lk, ms < WAIT_SLICE_MS ? ms : WAIT_SLICE_MS);
+        if (woken < 0)
             return LOCK_UNAVAILABLE;
     }
 }
@@ -404,7 +424,7 @@ enum lock_status lock_refence(struct lock_client *lc, struct lock *lk, int64_t f
     int64_t fence;
     if (lock_ready(lc) != LOCK_OK)
         return LOCK_UNAVAILABLE;
-    switch (run_script(lc, SCRIPT_REFENCE, lk, floor, 0, &fence, "refence")) {
+    switch (run_script(lc, SCRIPT_REFENCE, lk, floor, 0, 0, &fence, "refence")) {
     case 1:
         lk->fence = fence;
         return LOCK_OK;

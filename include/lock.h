@@ -13,8 +13,9 @@
  *            wake:product:{id}, which the release fills: one command per
  *            release, not one per poll, and the hand-off takes one round
  *            trip. Each wait is capped by the holder's remaining TTL (so a
- *            holder that died costs at most that) and by a deadline
- *            (LOCK_WAIT_MS), never by a retry count.
+ *            holder that died costs at most that), by a slice of 250 ms (so
+ *            a token lost with a waiter that died costs at most that) and
+ *            by a deadline (LOCK_WAIT_MS), never by a retry count.
  *   release  compare-and-delete in one script, which also leaves the
  *            wake-up token. A lock that expired and was taken by someone
  *            else is left alone.
