@@ -18,8 +18,10 @@ WORKER=
 check "the dead holder's lock frees by its TTL" wait_gone "lock:product:$P"
 
 # And the stack's own workers, one after another, while they serve the load.
+# Two of the main pool, and one of the overflow pool, where the hot
+# product's buyers beyond PER_PRODUCT are served.
 before=$(workers)
-victims=$(cut -d' ' -f1-3 <<<"$before")
+victims="$(cut -d' ' -f1-2 <<<"$(workers app)") $(cut -d' ' -f1 <<<"$(workers overflow)")"
 for victim in $victims; do
     kill -KILL "$victim"
     sleep 1.2 # more than multiwatch's 1 s: a replacement counts as healthy

@@ -130,12 +130,14 @@ lock_keys() {
     rcli --scan --pattern 'lock:*' | wc -l
 }
 
-# The responder processes (multiwatch's children), read from /proc so no
-# extra package is needed. Fails, rather than print nothing, if none runs.
+# workers [POOL...]: the responder processes (multiwatch's children) of the
+# pools named (app, overflow; both by default), read from /proc so no extra
+# package is needed. Fails, rather than print nothing, if none runs.
 workers() {
-    local list
-    list=$(cat /proc/"$(cat "$RUN_DIR/app.pid")"/task/*/children 2>/dev/null | tr ' ' '\n' |
-        grep . | sort -n | tr '\n' ' ')
+    local list pool pools=${*:-app overflow}
+    list=$(for pool in $pools; do
+        cat /proc/"$(cat "$RUN_DIR/$pool.pid")"/task/*/children 2>/dev/null
+    done | tr ' ' '\n' | grep . | sort -n | tr '\n' ' ')
     [[ -n $list ]] || return 1
     echo "$list"
 }

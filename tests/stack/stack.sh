@@ -234,6 +234,7 @@ start_pool() {
         "$(command -v multiwatch)" -f "$count" -r 3 -t 1000 -- "$RUN/bin/stock-fcgi" \
         </dev/null >>"$LOG/app.log" 2>&1 &
     echo $! >"$RUN/$name.pid"
+    STARTED+=("pool:$name")
     for ((i = 0; i < 100; i++)); do
         [[ -S $SOCK/$name.sock ]] && return 0
         alive "$!" || break
@@ -253,7 +254,6 @@ start_app() {
     export REDIS_URL="unix://$SOCK/redis.sock"
     # A bad setting fails here with its message, not as a crash loop.
     as_user "$RUN/bin/stock-fcgi" --check-config >/dev/null || die "the responder cannot start"
-    STARTED+=(app)
     start_pool app "$WORKERS"
     start_pool overflow "$OVERFLOW_WORKERS"
 }
@@ -295,18 +295,27 @@ up() {
 
 stop_started() {
     local i
-    for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do stop "${STARTED[i]}"; done
+    for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
+        case ${STARTED[i]} in
+        pool:*) stop_pool "${STARTED[i]#pool:}" ;;
+        *) stop "${STARTED[i]}" ;;
+        esac
+    done
+}
+
+# The socket goes first: a request arriving now gets a definite
+# "unavailable" from nginx, not one left queued when the pool exits.
+stop_pool() {
+    rm -f "$SOCK/$1.sock"
+    stop_pid "$RUN/$1.pid" TERM 15 "the $1 pool"
 }
 
 stop() {
     case ${1:-} in
     nginx) stop_pid "$RUN/nginx/nginx.pid" QUIT 10 nginx ;;
-    app)
-        # The sockets go first: a request arriving now gets a definite
-        # "unavailable" from nginx, not one left queued when a pool exits.
-        rm -f "$SOCK/app.sock" "$SOCK/overflow.sock"
-        stop_pid "$RUN/app.pid" TERM 15 "the main pool" &
-        stop_pid "$RUN/overflow.pid" TERM 15 "the overflow pool"
+    app) # both pools, side by side
+        stop_pool app &
+        stop_pool overflow
         wait
         ;;
     redis) stop_pid "$RUN/redis.pid" TERM 10 redis ;;
