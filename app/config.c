@@ -213,6 +213,12 @@ int config_load(struct config *cfg, config_lookup_fn lookup, char *err, size_t e
         return -1;
     if (log_parse_level(lookup_or(lookup, "LOG_LEVEL", "info"), &cfg->log_level) < 0)
         return fail(err, errlen, "LOG_LEVEL must be one of error, warn, info, debug");
+    const char *metrics = lookup_or(lookup, "METRICS_FILE", "");
+    if (metrics[0] != '\0' && metrics[0] != '/')
+        return fail(err, errlen, "METRICS_FILE must be an absolute path");
+    if (strlen(metrics) >= sizeof cfg->metrics_file)
+        return fail(err, errlen, "METRICS_FILE is too long");
+    memcpy(cfg->metrics_file, metrics, strlen(metrics) + 1);
 
     /* The lock must outlive the longest critical section of a healthy
      * purchase: the grant's reply and the release (each bounded by

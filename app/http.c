@@ -16,6 +16,7 @@ void http_request_init(struct http_request *req, FCGX_Request *fcgi)
     req->content_type = FCGX_GetParam("CONTENT_TYPE", fcgi->envp);
     req->content_length = FCGX_GetParam("CONTENT_LENGTH", fcgi->envp);
     req->idempotency_key = FCGX_GetParam("HTTP_IDEMPOTENCY_KEY", fcgi->envp);
+    req->request_id = FCGX_GetParam("HTTP_X_REQUEST_ID", fcgi->envp);
     req->in = fcgi->in;
     if (req->method == NULL)
         req->method = "";

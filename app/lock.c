@@ -78,6 +78,7 @@ static void set_err(struct lock_client *lc, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(lc->err, sizeof lc->err, fmt, ap);
     va_end(ap);
+    lc->errors++;
 }
 
 static int fill_random(void *buf, size_t len)
@@ -198,6 +199,7 @@ static int connect_redis(struct lock_client *lc)
         if (command_ok(lc, lc->sha[s], sizeof lc->sha[s], "SCRIPT LOAD", "SCRIPT LOAD %s",
                        script_source[s]) < 0)
             goto fail;
+    lc->connects++;
     return 0;
 fail:
     drop(lc);

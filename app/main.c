@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include <fcgiapp.h>
 
@@ -92,11 +94,31 @@ static int check_config(const struct config *cfg)
     return 0;
 }
 
+/* Where the metrics live: METRICS_FILE, else "metrics" beside the FastCGI
+ * socket spawn-fcgi gave us (fd 0), a directory both pools share. Empty
+ * when neither exists (a TCP socket): the worker then counts alone. */
+static void metrics_path(const struct config *cfg, char *out, size_t cap)
+{
+    struct sockaddr_un sa;
+    socklen_t len = sizeof sa;
+    out[0] = '\0';
+    if (cfg->metrics_file[0] != '\0') {
+        snprintf(out, cap, "%s", cfg->metrics_file);
+        return;
+    }
+    memset(&sa, 0, sizeof sa);
+    if (getsockname(0, (struct sockaddr *)&sa, &len) < 0 || sa.sun_family != AF_UNIX ||
+        sa.sun_path[0] != '/')
+        return;
+    char *slash = strrchr(sa.sun_path, '/');
+    snprintf(out, cap, "%.*s/metrics", (int)(slash - sa.sun_path), sa.sun_path);
+}
+
 static void serve(struct worker *w, FCGX_Request *fcgi)
 {
     struct http_request req;
     struct response res;
-    int64_t start = clock_ms();
+    int64_t start = clock_us();
 
     http_request_init(&req, fcgi);
     log_debug("%s %s: accepted", req.method, req.path ? req.path : "-");
@@ -106,8 +128,18 @@ static void serve(struct worker *w, FCGX_Request *fcgi)
     if (http_send(fcgi->out, &res) < 0)
         log_info("%s %s: client went away before the answer was sent", req.method,
                  req.path ? req.path : "-");
-    log_debug("%s %s %d %s %lldms", req.method, req.path ? req.path : "-", res.status,
-              problem_info(res.reason)->code, (long long)(clock_ms() - start));
+    const struct trace *t = &w->trace;
+    log_request(&(struct log_request){
+        .request_id = req.request_id,
+        .method = req.method,
+        .path = req.path,
+        .status = res.status,
+        .code = res.reason == PROBLEM_NONE ? "ok" : problem_info(res.reason)->code,
+        .product = t->product,
+        .amount = t->amount,
+        .lock_wait_us = t->lock_wait_us,
+        .total_us = clock_us() - start,
+    });
     response_free(&res);
 }
 
@@ -148,9 +180,17 @@ int main(int argc, char **argv)
     }
 
     struct worker w;
-    worker_open(&w, &cfg);
-    log_info("worker ready (lock ttl %d ms, wait %d ms, statement timeout %d ms)", cfg.lock_ttl_ms,
-             cfg.lock_wait_ms, cfg.statement_timeout_ms);
+    char metrics[sizeof cfg.metrics_file];
+    metrics_path(&cfg, metrics, sizeof metrics);
+    if (worker_open(&w, &cfg, metrics) < 0) {
+        log_error("out of memory at start");
+        return 1;
+    }
+    /* The settings, for whoever reads the log after an incident; the URLs
+     * are left out, since they may carry passwords. */
+    log_info("worker ready: lock_ttl_ms=%d lock_wait_ms=%d statement_timeout_ms=%d "
+             "redis_timeout_ms=%d version=" STOCK_VERSION,
+             cfg.lock_ttl_ms, cfg.lock_wait_ms, cfg.statement_timeout_ms, cfg.redis_timeout_ms);
 
     FCGX_Request fcgi;
     if (FCGX_InitRequest(&fcgi, 0, 0) != 0) {

@@ -1,4 +1,5 @@
 /* purchase.c -- see purchase.h. */
+#include "clock.h"
 #include "config.h"
 #include "fault.h"
 #include "http.h"
@@ -115,11 +116,13 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
                      struct response *res)
 {
     struct purchase p = {.product = product, .key = req->idempotency_key};
+    w->trace.product = product;
     enum problem problem = read_request(req, &p.amount);
     if (problem != PROBLEM_NONE) {
         response_problem(res, problem, NULL);
         return;
     }
+    w->trace.amount = p.amount;
 
     /* Reconnecting inside the critical section would stretch the time the
      * lock is held by a connect timeout: repair connections first. */
@@ -136,7 +139,12 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
      * recorded: no short-cut on a recent stock hint for it. */
     struct lock lk;
     int64_t stock_seen = 0;
-    switch (lock_acquire(&w->lock, product, p.key == NULL ? p.amount : 0, &lk, &stock_seen)) {
+    int64_t asked = clock_us();
+    enum lock_status ls =
+        lock_acquire(&w->lock, product, p.key == NULL ? p.amount : 0, &lk, &stock_seen);
+    int64_t granted = clock_us();
+    w->trace.lock_wait_us = granted - asked;
+    switch (ls) {
     case LOCK_OK:
         break;
     case LOCK_SOLD_OUT:
@@ -154,7 +162,9 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
 
     struct outcome out;
     const char *why;
+    int64_t begun = clock_us();
     st = buy(w, &lk, &p, &out, &why);
+    w->trace.tx_us = clock_us() - begun;
 
     /* Released on every path. If Redis cannot be told, the lock expires by
      * its TTL; a committed purchase stays committed either way, because
@@ -174,6 +184,7 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
         log_warn("product %d: lock not released, it expires by TTL: %s", (int)product, w->lock.err);
         break;
     }
+    w->trace.lock_hold_us = clock_us() - granted;
 
     switch (st) {
     case STORE_OK:

@@ -28,6 +28,8 @@ enum route request_route(const char *path, const char **param)
         return ROUTE_PRODUCT;
     if (strcmp(path, "/healthz") == 0)
         return ROUTE_HEALTH;
+    if (strcmp(path, "/metrics") == 0)
+        return ROUTE_METRICS;
     return ROUTE_NONE;
 }
 

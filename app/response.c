@@ -90,6 +90,23 @@ static int finish(struct response *res, json_object *obj, int status, const char
     return 0;
 }
 
+int response_text(struct response *res, const char *content_type, const char *text, size_t len)
+{
+    char *copy = malloc(len > 0 ? len : 1);
+    if (copy == NULL) {
+        set_fallback(res);
+        return -1;
+    }
+    memcpy(copy, text, len);
+    response_free(res);
+    res->status = 200;
+    res->content_type = content_type;
+    res->body = copy;
+    res->body_len = len;
+    res->reason = PROBLEM_NONE;
+    return 0;
+}
+
 /* A problem object with the five standard members; NULL when out of memory. */
 static json_object *problem_object(enum problem p, const char *detail)
 {

@@ -102,6 +102,7 @@ static void set_err(struct store *st, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(st->err, sizeof st->err, fmt, ap);
     va_end(ap);
+    st->errors++;
     /* libpq messages end with a newline; the log adds its own. */
     size_t n = strlen(st->err);
     while (n > 0 && st->err[n - 1] == '\n')
@@ -382,7 +383,9 @@ enum store_status store_ready(struct store *st)
         store_close(st);
         return STORE_UNAVAILABLE;
     }
-    log_info("postgres connected");
+    st->connects++;
+    const char *db = PQdb(st->conn), *host = PQhost(st->conn);
+    log_info("postgres connected: database %s on %s", db ? db : "?", host ? host : "?");
     return STORE_OK;
 }
 

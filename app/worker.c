@@ -7,20 +7,28 @@
 #include "request.h"
 #include "worker.h"
 
-void worker_open(struct worker *w, const struct config *cfg)
+int worker_open(struct worker *w, const struct config *cfg, const char *metrics_file)
 {
+    memset(w, 0, sizeof *w);
     w->cfg = cfg;
-    w->locks_lost = 0;
+    char err[256];
+    if (metrics_open(&w->metrics, metrics_file, err, sizeof err) < 0)
+        return -1;
+    if (err[0] != '\0')
+        log_warn("%s; this worker's /metrics counts only its own requests", err);
+    metrics_add(&w->metrics.data->counter[M_WORKERS_STARTED], 1);
     if (lock_client_open(&w->lock, cfg) < 0)
         log_warn("%s (will retry on the next request)", w->lock.err);
     if (store_open(&w->store, cfg) < 0)
         log_warn("%s (will retry on the next request)", w->store.err);
+    return 0;
 }
 
 void worker_close(struct worker *w)
 {
     lock_client_close(&w->lock);
     store_close(&w->store);
+    metrics_close(&w->metrics);
 }
 
 void worker_store_failed(struct worker *w, enum store_status st, struct response *res)
@@ -59,6 +67,64 @@ static void product_handle(struct worker *w, int32_t id, struct response *res)
     }
 }
 
+/* GET /metrics: every worker's numbers (see metrics.h). */
+static void metrics_handle(struct worker *w, struct response *res)
+{
+    /* Far more than the series need (about 6 KiB): a render that does not
+     * fit answers 500 rather than a cut list. */
+    enum { METRICS_TEXT_MAX = 32 * 1024 };
+    struct metrics_data snap;
+    char *text = malloc(METRICS_TEXT_MAX);
+    if (text == NULL)
+        return; /* res is still the 500 it started as */
+    metrics_snapshot(w->metrics.data, &snap);
+    int len = metrics_render(&snap, w->metrics.shared, text, METRICS_TEXT_MAX);
+    if (len < 0)
+        log_error("metrics: the rendering does not fit in %d bytes", METRICS_TEXT_MAX);
+    else
+        response_text(res, "text/plain; version=0.0.4; charset=utf-8", text, (size_t)len);
+    free(text);
+}
+
+/* Adds what grew on a connection's context since the last request. */
+static void add_growth(uint64_t *counter, unsigned long now, unsigned long *seen)
+{
+    metrics_add(counter, now - *seen);
+    *seen = now;
+}
+
+/* The request just answered, into the shared metrics. */
+static void record(struct worker *w, enum route route, const struct response *res)
+{
+    struct metrics_data *d = w->metrics.data;
+    const struct trace *t = &w->trace;
+    metrics_count_request(d, route, res->status);
+    if (t->product > 0) {
+        metrics_add(&d->purchases[res->reason < PROBLEM_COUNT ? res->reason : PROBLEM_INTERNAL], 1);
+        if (res->status == 200 && !res->replayed)
+            metrics_add(&d->counter[M_UNITS_SOLD], (uint64_t)t->amount);
+    }
+    if (res->reason == PROBLEM_LOCK_TIMEOUT)
+        metrics_add(&d->counter[M_LOCK_TIMEOUTS], 1);
+    if (res->reason == PROBLEM_LOCK_LOST)
+        metrics_add(&d->counter[M_FENCE_REFUSALS], 1);
+    if (res->replayed)
+        metrics_add(&d->counter[M_REPLAYS], 1);
+    if (t->lock_wait_us >= 0)
+        metrics_observe(&d->hist[HIST_LOCK_WAIT], t->lock_wait_us);
+    if (t->lock_hold_us >= 0)
+        metrics_observe(&d->hist[HIST_LOCK_HOLD], t->lock_hold_us);
+    if (t->tx_us >= 0)
+        metrics_observe(&d->hist[HIST_PG_TX], t->tx_us);
+    /* A worker's first connection is not a reconnect. */
+    unsigned long redis_re = w->lock.connects > 0 ? w->lock.connects - 1 : 0;
+    unsigned long pg_re = w->store.connects > 0 ? w->store.connects - 1 : 0;
+    add_growth(&d->counter[M_REDIS_ERRORS], w->lock.errors, &w->redis_errors);
+    add_growth(&d->counter[M_REDIS_RECONNECTS], redis_re, &w->redis_connects);
+    add_growth(&d->counter[M_PG_ERRORS], w->store.errors, &w->pg_errors);
+    add_growth(&d->counter[M_PG_RECONNECTS], pg_re, &w->pg_connects);
+}
+
 /* GET /healthz: both dependencies answer a round trip. */
 static void health_handle(struct worker *w, struct response *res)
 {
@@ -77,6 +143,7 @@ void worker_handle(struct worker *w, struct http_request *req, struct response *
     int32_t id = 0;
     enum route route = request_route(req->path, &param);
 
+    w->trace = (struct trace){.lock_wait_us = -1, .lock_hold_us = -1, .tx_us = -1};
     switch (route) {
     case ROUTE_BUY:
         if (strcmp(req->method, "POST") != 0)
@@ -100,8 +167,15 @@ void worker_handle(struct worker *w, struct http_request *req, struct response *
         else
             health_handle(w, res);
         break;
+    case ROUTE_METRICS:
+        if (!is_read(req->method))
+            response_not_allowed(res, "GET, HEAD");
+        else
+            metrics_handle(w, res);
+        break;
     default:
         response_problem(res, PROBLEM_NOT_FOUND, NULL);
         break;
     }
+    record(w, route, res);
 }

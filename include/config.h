@@ -41,6 +41,7 @@ struct config {
     int statement_timeout_ms; /* PostgreSQL statement_timeout */
     int redis_timeout_ms;     /* hiredis connect and command timeout */
     enum log_level log_level;
+    char metrics_file[CONFIG_URL_MAX]; /* METRICS_FILE; empty: beside the FastCGI socket */
 };
 
 /* Looks up one environment variable; NULL when unset. getenv() in production,

@@ -21,6 +21,7 @@ struct http_request {
     const char *content_type;    /* CONTENT_TYPE, or NULL */
     const char *content_length;  /* CONTENT_LENGTH, or NULL */
     const char *idempotency_key; /* the Idempotency-Key header, or NULL */
+    const char *request_id;      /* X-Request-Id as nginx passes it, or NULL */
     FCGX_Stream *in;
 };
 

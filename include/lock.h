@@ -73,6 +73,8 @@ struct lock_client {
     char sha[SCRIPT_COUNT][41]; /* SHA1 of each script on this server */
     struct lock unreleased;     /* the last lock we may hold but could not release */
     char err[256];
+    unsigned long errors;   /* failures recorded in err, for the metrics */
+    unsigned long connects; /* connections made, for the metrics */
 };
 
 /* Connects. Returns 0, or -1 if Redis is not reachable yet: the client stays

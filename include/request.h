@@ -20,7 +20,9 @@ enum route {
     ROUTE_NONE,    /* 404 not_found */
     ROUTE_BUY,     /* /buy/{id} */
     ROUTE_PRODUCT, /* /products/{id} */
-    ROUTE_HEALTH   /* /healthz */
+    ROUTE_HEALTH,  /* /healthz */
+    ROUTE_METRICS, /* /metrics */
+    ROUTE_COUNT
 };
 
 /* Matches a decoded path (nginx's $uri). For the routes with an id, *param

@@ -60,6 +60,9 @@ int response_product(struct response *res, const struct product *p);
  * what is down in the same two members. */
 int response_health(struct response *res, int postgres_ok, int redis_ok);
 
+/* 200 with a body of another type (the metrics); text is copied. */
+int response_text(struct response *res, const char *content_type, const char *text, size_t len);
+
 /* The reason phrase for a status line ("Conflict"). */
 const char *response_reason(int status);
 

@@ -45,6 +45,8 @@ struct store {
     char sqlstate[6]; /* of the last failure, "" if none came from the server */
     int failed_step;  /* which statement of the last pipeline failed, or -1 */
     char err[256];
+    unsigned long errors;   /* failures recorded in err, for the metrics */
+    unsigned long connects; /* sessions opened (and prepared), for the metrics */
 };
 
 struct product {

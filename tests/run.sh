@@ -70,7 +70,7 @@ trap cleanup EXIT
 
 
 if "$STACK" up; then
-    for t in api hostile lock pools fencing idempotency concurrency outages signals leaks config ${EXTRA_SUITES:-}; do
+    for t in api hostile lock pools logs metrics ratelimit fencing idempotency concurrency outages signals leaks config install ${EXTRA_SUITES:-}; do
         wanted "$t" && suite "$t" "tests/integration/$t.sh"
     done
     for t in kill-worker pause-holder redis-crash postgres-crash client-disconnect sigterm-pool; do

@@ -54,6 +54,7 @@ done
 # The docker-compose rendering of the nginx configuration, checked by nginx.
 "$ROOT/nginx/render.sh" "$TMP/nginx" LISTEN=3000 FCGI_SOCKET=/run/stock/app.sock \
     FCGI_OVERFLOW_SOCKET=/run/stock/overflow.sock PER_PRODUCT=2 \
+    RATE_LIMIT=100 'RATE_LIMIT_KEY=$binary_remote_addr' METRICS_ALLOW=127.0.0.1 \
     RUN_DIR="$TMP/nginx" ERROR_LOG=stderr ACCESS_LOG=/dev/stdout
 out=$(nginx -t -q -e stderr -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" 2>&1)
 same "nginx -t accepts the docker-compose rendering ($out)" "$?" 0
@@ -62,12 +63,20 @@ check "render.sh refuses to leave a placeholder unfilled" test $? != 0
 
 # Without the test stack's PORT, which compose would substitute.
 compose() {
-    (cd "$ROOT" && env -u PORT -u WORKERS -u OVERFLOW_WORKERS -u PER_PRODUCT -u LOCK_WAIT_MS docker-compose "$@")
+    (cd "$ROOT" && env -u PORT -u WORKERS -u OVERFLOW_WORKERS -u PER_PRODUCT -u RATE_LIMIT -u METRICS_ALLOW -u LOCK_WAIT_MS docker-compose "$@")
 }
 out=$(compose config -q 2>&1)
 same "docker-compose config accepts docker-compose.yml ($out)" "$?" 0
 same "docker-compose publishes one port, nginx's, on loopback only" \
     "$(compose config | grep -E '^ +- .*:[0-9]+/tcp$' | tr -d ' ')" "-127.0.0.1:3000:3000/tcp"
+# The optional Prometheus service, uncommented, is a valid compose file too.
+sed -e 's/^  #\([^ ]\)/  \1/' -e 's/^  #  /    /' "$ROOT/docker-compose.yml" >"$TMP/compose.yml"
+out=$(compose --project-directory "$ROOT" -f "$TMP/compose.yml" config 2>&1)
+rc=$?
+grep -q '^  prometheus:' <<<"$out" && grep -q '"nginx:3000"' <<<"$out"
+found=$?
+check "with the Prometheus service uncommented it is valid, and scrapes nginx ($rc)" \
+    test "$rc$found" = 00
 
 check "the release build has no fault points" eval "! nm '$ROOT/build/stock-fcgi' | grep fault_point >/dev/null"
 check "the test build has them" eval "nm '$STOCK_BIN' | grep fault_point >/dev/null"

@@ -154,7 +154,7 @@ start_worker() {
     # spawn-fcgi binds the socket before the responder starts: wait for the
     # responder itself to say it is ready (10 s at most).
     for ((i = 0; i < 200; i++)); do
-        grep -q "\[$WORKER\] worker ready" "$TMP/w.log" 2>/dev/null && return 0
+        grep -q "\"pid\":$WORKER,\"msg\":\"worker ready" "$TMP/w.log" 2>/dev/null && return 0
         sleep 0.05
     done
     return 1

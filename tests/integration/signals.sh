@@ -53,12 +53,12 @@ printf '{"amount": 1}' | "$FCGI_REQUEST" --body-after "$TMP/go" "$TMP/w.sock" RE
 buyer=$!
 # Accepted, then asleep: the only place it can sleep now is reading the body.
 for ((i = 0; i < 200; i++)); do
-    grep -q "\[$WORKER\] POST /buy/$P: accepted" "$TMP/w.log" &&
+    grep -q "\"pid\":$WORKER,\"msg\":\"POST /buy/$P: accepted" "$TMP/w.log" &&
         [[ $(sed 's/^.*) //' "/proc/$WORKER/stat" | cut -d' ' -f1) == S ]] && break
     sleep 0.05
 done
 check "SIGTERM while reading the body: the worker is waiting for it" \
-    grep -q "\[$WORKER\] POST /buy/$P: accepted" "$TMP/w.log"
+    grep -q "\"pid\":$WORKER,\"msg\":\"POST /buy/$P: accepted" "$TMP/w.log"
 kill -TERM "$WORKER"
 touch "$TMP/go"
 wait "$buyer"

@@ -20,6 +20,10 @@
 #   OVERFLOW_WORKERS responders in the overflow pool (default 4)
 #   PER_PRODUCT requests for one product the main pool takes at once;
 #               the rest go to the overflow pool (default 2)
+#   RATE_LIMIT  requests a second per client address, bursts of as many
+#               again; beyond that 429 (default 0: no limit)
+#   METRICS_ALLOW  an address or CIDR besides loopback that may read
+#               /metrics (default 127.0.0.1)
 #   STOCK_BIN   the responder binary       (default build/stock-fcgi)
 # The responder's own settings (LOCK_TTL_MS, LOCK_WAIT_MS, LOG_LEVEL, ...)
 # pass through to it; DATABASE_URL and REDIS_URL are set here to the stack's
@@ -55,6 +59,8 @@ REDIS_PORT=$(setting REDIS_PORT 6380 1 65535)
 WORKERS=$(setting WORKERS 12 1 256)
 OVERFLOW_WORKERS=$(setting OVERFLOW_WORKERS 4 1 256)
 PER_PRODUCT=$(setting PER_PRODUCT 2 1 256)
+RATE_LIMIT=$(setting RATE_LIMIT 0 0 100000)
+METRICS_ALLOW=${METRICS_ALLOW:-127.0.0.1}
 STOCK_BIN=$(realpath -m "${STOCK_BIN:-$ROOT/build/stock-fcgi}")
 
 if [[ $(id -u) -eq 0 ]]; then
@@ -254,14 +260,20 @@ start_app() {
     export REDIS_URL="unix://$SOCK/redis.sock"
     # A bad setting fails here with its message, not as a crash loop.
     as_user "$RUN/bin/stock-fcgi" --check-config >/dev/null || die "the responder cannot start"
+    # Fresh counters for fresh pools (see include/metrics.h).
+    rm -f "$SOCK/metrics"
     start_pool app "$WORKERS"
     start_pool overflow "$OVERFLOW_WORKERS"
 }
 
 start_nginx() {
     alive "$(pid_of "$RUN/nginx/nginx.pid")" && return 0
+    local rate_key='$binary_remote_addr' rate=$RATE_LIMIT
+    ((rate > 0)) || { rate_key='' && rate=1; } # no key, no limit
     "$ROOT/nginx/render.sh" "$RUN/nginx" "LISTEN=127.0.0.1:$PORT" "FCGI_SOCKET=$SOCK/app.sock" \
-        "FCGI_OVERFLOW_SOCKET=$SOCK/overflow.sock" "PER_PRODUCT=$PER_PRODUCT" "RUN_DIR=$RUN/nginx" "ERROR_LOG=$LOG/nginx-error.log" "ACCESS_LOG=$LOG/nginx-access.log"
+        "FCGI_OVERFLOW_SOCKET=$SOCK/overflow.sock" "PER_PRODUCT=$PER_PRODUCT" \
+        "RATE_LIMIT=$rate" "RATE_LIMIT_KEY=$rate_key" "METRICS_ALLOW=$METRICS_ALLOW" \
+        "RUN_DIR=$RUN/nginx" "ERROR_LOG=$LOG/nginx-error.log" "ACCESS_LOG=$LOG/nginx-access.log"
     as_user nginx -e "$LOG/nginx-error.log" -p "$RUN/nginx" -c "$RUN/nginx/nginx.conf" ||
         die "nginx did not start (is port $PORT free?): see $LOG/nginx-error.log"
     STARTED+=(nginx)

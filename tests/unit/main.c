@@ -18,6 +18,8 @@ int main(void)
 {
     suite_config();
     suite_jsonscan();
+    suite_log();
+    suite_metrics();
     suite_request();
     suite_response();
     suite_store();

@@ -35,6 +35,8 @@ void unit_run(const char *name, void (*fn)(void));
 /* One per test file. */
 void suite_config(void);
 void suite_jsonscan(void);
+void suite_log(void);
+void suite_metrics(void);
 void suite_request(void);
 void suite_response(void);
 void suite_store(void);
