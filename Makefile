@@ -39,7 +39,7 @@ ASAN_OBJ = $(SRC:%.c=build/asan/obj/%.o) $(UNIT_SRC:%.c=build/asan/obj/%.o)
 STACK    = tests/stack/stack.sh
 FORMATTED = app/*.c include/*.h tests/unit/*.c tests/unit/*.h tests/integration/*.c tests/fuzz/*.c
 
-.PHONY: all asan deps run up down psql reset prune test test-unit fuzz bench format format-check clean
+.PHONY: all asan deps run up down psql reset prune test test-unit fuzz bench install format format-check clean
 
 all: $(BIN)
 
@@ -110,6 +110,26 @@ bench: deps
 	@tests/stack/deps.sh bench
 	@$(MAKE) --no-print-directory -s all
 	@tests/bench/bench.sh
+
+# Installs the responder, the nginx templates, the SQL, example settings
+# and the systemd unit under DESTDIR + PREFIX (README: Operations).
+PREFIX  ?= /usr/local
+BINDIR   = $(PREFIX)/bin
+SHAREDIR = $(PREFIX)/share/stock-api
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+
+install: all
+	install -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(SHAREDIR)/nginx" "$(DESTDIR)$(SHAREDIR)/sql" \
+	    "$(DESTDIR)$(SHAREDIR)/examples" "$(DESTDIR)$(UNITDIR)"
+	install -m 755 $(BIN) "$(DESTDIR)$(BINDIR)/stock-fcgi"
+	install -m 644 nginx/*.conf.in "$(DESTDIR)$(SHAREDIR)/nginx/"
+	install -m 755 nginx/render.sh "$(DESTDIR)$(SHAREDIR)/nginx/"
+	install -m 644 sql/*.sql "$(DESTDIR)$(SHAREDIR)/sql/"
+	install -m 644 nginx/env/*.env "$(DESTDIR)$(SHAREDIR)/examples/"
+	install -m 644 README.md "$(DESTDIR)$(SHAREDIR)/"
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SHAREDIR@|$(SHAREDIR)|g' nginx/stock-api@.service.in \
+	    >"$(DESTDIR)$(UNITDIR)/stock-api@.service"
+	chmod 644 "$(DESTDIR)$(UNITDIR)/stock-api@.service"
 
 # Removes idempotency keys older than 24 hours from the local stack.
 prune:

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# install.sh -- make install: the binary, the nginx templates, the SQL,
+# example settings and a systemd unit that systemd accepts, under PREFIX
+# and DESTDIR.
+. "$(dirname "$0")/lib.sh"
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+
+P=$TMP/prefix
+make -s -C "$ROOT" install PREFIX="$P" >"$TMP/install.log" 2>&1
+check "make install PREFIX=... succeeds" test $? = 0
+for f in bin/stock-fcgi share/stock-api/nginx/stock-api.conf.in share/stock-api/nginx/nginx.conf.in \
+    share/stock-api/nginx/render.sh share/stock-api/sql/schema.sql share/stock-api/sql/seed.sql \
+    share/stock-api/examples/stock-api.env share/stock-api/examples/app.env \
+    share/stock-api/examples/overflow.env lib/systemd/system/stock-api@.service; do
+    check "installs $f" test -s "$P/$f"
+done
+check "the installed binary runs" grep -q '^stock-fcgi ' <<<"$("$P/bin/stock-fcgi" --version)"
+UNIT=$P/lib/systemd/system/stock-api@.service
+same "the unit has every placeholder filled" "$(grep -c '@[A-Z]*@' "$UNIT")" 0
+check "the unit runs the installed binary" grep -q "^ExecStart=.* -- $P/bin/stock-fcgi$" \
+    <<<"$(sed -e ':a' -e '/\\$/N; s/\\\n *//; ta' "$UNIT")"
+for key in Restart=on-failure NoNewPrivileges=yes ProtectSystem=strict ProtectHome=yes \
+    PrivateTmp=yes CapabilityBoundingSet=; do
+    check "the unit has $key" grep -qx "$key" "$UNIT"
+done
+
+# systemd's own check: unknown keys, bad values, missing executables.
+if command -v systemd-analyze >/dev/null; then
+    out=$(systemd-analyze verify "$P/lib/systemd/system/stock-api@app.service" 2>&1)
+    rc=$?
+    check "systemd-analyze verify accepts stock-api@app.service (rc $rc) $out" \
+        test "$rc" = 0 -a -z "$out"
+else
+    ok "systemd-analyze verify # SKIP systemd-analyze is not installed"
+fi
+
+# The installed templates render a configuration nginx accepts.
+"$P/share/stock-api/nginx/render.sh" "$TMP/nginx" LISTEN=127.0.0.1:8080 \
+    FCGI_SOCKET=/run/stock-api/app.sock FCGI_OVERFLOW_SOCKET=/run/stock-api/overflow.sock \
+    PER_PRODUCT=2 RATE_LIMIT=20 'RATE_LIMIT_KEY=$binary_remote_addr' METRICS_ALLOW=127.0.0.1 \
+    RUN_DIR="$TMP/nginx" ERROR_LOG=stderr ACCESS_LOG="$TMP/nginx/access.log"
+out=$(nginx -t -q -e stderr -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" 2>&1)
+same "nginx -t accepts the installed templates' rendering ($out)" "$?" 0
+
+# DESTDIR stages the files; the unit still names the final paths.
+make -s -C "$ROOT" install DESTDIR="$TMP/stage" PREFIX=/usr >"$TMP/install.log" 2>&1
+check "make install DESTDIR=... PREFIX=/usr stages under DESTDIR" test -x "$TMP/stage/usr/bin/stock-fcgi"
+check "and the staged unit names /usr/bin/stock-fcgi" \
+    grep -q '^ExecStartPre=/usr/bin/stock-fcgi --check-config$' "$TMP/stage/usr/lib/systemd/system/stock-api@.service"
+finish
