@@ -1,6 +1,6 @@
 # The purchase API image: Debian bookworm with the same packages as
-# `make deps`. docker-compose.yml runs it twice: as the FastCGI responders
-# (spawn-fcgi + multiwatch) and as nginx in front of them.
+# `make deps`. docker-compose.yml runs it three times: as the two pools of
+# FastCGI responders (spawn-fcgi + multiwatch) and as nginx in front of them.
 
 FROM debian:bookworm-slim AS build
 RUN apt-get update \
