@@ -11,19 +11,44 @@
 
 #include "metrics.h"
 
-/* "stockmet" and a layout number: a file of another layout (left by an
- * older version) is never read as this one. */
-#define METRICS_MAGIC 0x73746f636b6d0001ULL
+/* Raise when the meaning of a field changes without its size changing. */
+#define METRICS_LAYOUT_VERSION 1
 
 static const int statuses[] = METRICS_STATUSES;
 static const int64_t bounds_us[] = METRICS_BOUNDS_US;
+_Static_assert(sizeof statuses / sizeof statuses[0] == METRICS_STATUS_SLOTS - 1,
+               "one slot per status, and one for the others");
+_Static_assert(sizeof bounds_us / sizeof bounds_us[0] == METRICS_BUCKETS - 1,
+               "one bucket per bound, and +Inf");
+
+/* FNV-1a over what decides the layout: its version, its size, the counts
+ * behind its arrays and the numbers behind its slots. The file's name and
+ * its stamp carry it, so that a version with another layout never reads
+ * this one's numbers (nor maps a file of another size). */
+static uint64_t layout_id(void)
+{
+    uint64_t fields[] = {METRICS_LAYOUT_VERSION, sizeof(struct metrics_data),
+                         PROBLEM_COUNT,          ROUTE_COUNT,
+                         M_COUNTER_COUNT,        HIST_COUNT};
+    uint64_t h = 0xcbf29ce484222325ULL;
+    const unsigned char *parts[] = {(const unsigned char *)fields, (const unsigned char *)statuses,
+                                    (const unsigned char *)bounds_us};
+    size_t sizes[] = {sizeof fields, sizeof statuses, sizeof bounds_us};
+    for (size_t p = 0; p < 3; p++)
+        for (size_t i = 0; i < sizes[p]; i++)
+            h = (h ^ parts[p][i]) * 0x100000001b3ULL;
+    return h | 1; /* never 0, the stamp of a new file */
+}
 static const char *const route_names[ROUTE_COUNT] = {
     [ROUTE_NONE] = "other",     [ROUTE_BUY] = "buy",         [ROUTE_PRODUCT] = "product",
     [ROUTE_HEALTH] = "healthz", [ROUTE_METRICS] = "metrics",
 };
 
-static int map_file(struct metrics *m, const char *path, char *err, size_t errlen)
+static int map_file(struct metrics *m, const char *base, char *err, size_t errlen)
 {
+    uint64_t id = layout_id();
+    char path[4096];
+    snprintf(path, sizeof path, "%s.%016llx", base, (unsigned long long)id);
     /* The workers of both pools run as one user: the file is theirs only. */
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) {
@@ -49,9 +74,8 @@ static int map_file(struct metrics *m, const char *path, char *err, size_t errle
     uint64_t zero = 0;
     /* A new file: the first worker stamps it; a stamp of another layout
      * (same size by chance) is refused. */
-    __atomic_compare_exchange_n(&m->data->magic, &zero, METRICS_MAGIC, 0, __ATOMIC_SEQ_CST,
-                                __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&m->data->magic, __ATOMIC_SEQ_CST) != METRICS_MAGIC) {
+    __atomic_compare_exchange_n(&m->data->magic, &zero, id, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&m->data->magic, __ATOMIC_SEQ_CST) != id) {
         snprintf(err, errlen, "metrics: %s has another layout", path);
         munmap(p, sizeof *m->data);
         m->data = NULL;
@@ -71,7 +95,7 @@ int metrics_open(struct metrics *m, const char *path, char *err, size_t errlen)
     m->data = calloc(1, sizeof *m->data);
     if (m->data == NULL)
         return -1;
-    m->data->magic = METRICS_MAGIC;
+    m->data->magic = layout_id();
     return 0;
 }
 

@@ -99,7 +99,7 @@ static void record(struct worker *w, enum route route, const struct response *re
     struct metrics_data *d = w->metrics.data;
     const struct trace *t = &w->trace;
     metrics_count_request(d, route, res->status);
-    if (t->product > 0) {
+    if (route == ROUTE_BUY) {
         metrics_add(&d->purchases[res->reason < PROBLEM_COUNT ? res->reason : PROBLEM_INTERNAL], 1);
         if (res->status == 200 && !res->replayed)
             metrics_add(&d->counter[M_UNITS_SOLD], (uint64_t)t->amount);

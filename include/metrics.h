@@ -9,7 +9,9 @@
  * nothing while Redis is down, which is when metrics matter most.)
  *
  * The file is METRICS_FILE, by default "metrics" in the directory of the
- * worker's FastCGI socket, which the two pools share. Counters start at zero
+ * worker's FastCGI socket, which the two pools share, with a suffix naming
+ * its layout (".<16 hex digits>"): a version whose layout differs uses a
+ * file of its own, never another's numbers. Counters start at zero
  * when the file is created and survive worker restarts; a Prometheus server
  * handles the reset when the file is made anew. A worker that cannot use the
  * file counts in its own memory, and says so (stock_metrics_shared 0). */
@@ -57,8 +59,7 @@ enum metrics_counter {
     M_COUNTER_COUNT
 };
 
-/* The file's contents. Only ever grows by appending fields, with a new
- * magic: a file of another layout is not used (see metrics_open). */
+/* The file's contents; magic is the layout's id (see metrics.c). */
 struct metrics_data {
     uint64_t magic;
     uint64_t requests[ROUTE_COUNT][METRICS_STATUS_SLOTS];
@@ -72,8 +73,9 @@ struct metrics {
     int shared; /* 1 when data is the shared file */
 };
 
-/* Maps path (created if missing), or, if path is NULL or unusable, private
- * memory; err then says why. Returns 0, or -1 when even that failed. */
+/* Maps path + "." + the layout's id (created if missing), or, if path is
+ * NULL or empty or unusable, private memory; err then says why (empty for
+ * NULL or empty). Returns 0, or -1 when even that failed. */
 int metrics_open(struct metrics *m, const char *path, char *err, size_t errlen);
 void metrics_close(struct metrics *m);
 

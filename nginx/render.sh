@@ -6,6 +6,10 @@
 # Writes OUT_DIR/nginx.conf and OUT_DIR/stock-api.conf from the .in files
 # beside this script, replacing every @NAME@ with its value. CONF_DIR is set
 # to OUT_DIR. Fails if a placeholder is left unfilled.
+#
+# One value is derived: RATE_LIMIT=N (requests a second per client address)
+# also sets RATE_LIMIT_KEY, the address, or nothing when N is 0, since nginx
+# has no rate of 0 and an empty key limits nothing.
 set -eu
 
 src=$(cd "$(dirname "$0")" && pwd)
@@ -14,8 +18,17 @@ shift
 mkdir -p "$out/extra"
 out=$(cd "$out" && pwd)
 
+derived=""
+for pair in "$@"; do
+    case $pair in
+    RATE_LIMIT=0) derived="RATE_LIMIT=1 RATE_LIMIT_KEY=" ;;
+    RATE_LIMIT=*) derived="$pair RATE_LIMIT_KEY=\$binary_remote_addr" ;;
+    esac
+done
+
 script=""
-for pair in "CONF_DIR=$out" "$@"; do
+# shellcheck disable=SC2086 # derived is two words without spaces
+for pair in "CONF_DIR=$out" $derived "$@"; do
     name=${pair%%=*}
     value=${pair#*=}
     # Values go between double quotes in the templates.

@@ -17,8 +17,12 @@ done
 check "the installed binary runs" grep -q '^stock-fcgi ' <<<"$("$P/bin/stock-fcgi" --version)"
 UNIT=$P/lib/systemd/system/stock-api@.service
 same "the unit has every placeholder filled" "$(grep -c '@[A-Z]*@' "$UNIT")" 0
+# The unit with its continued lines joined.
+joined() { sed -e ':a' -e '/\\$/N; s/\\\n *//; ta' "$1"; }
 check "the unit runs the installed binary" grep -q "^ExecStart=.* -- $P/bin/stock-fcgi$" \
-    <<<"$(sed -e ':a' -e '/\\$/N; s/\\\n *//; ta' "$UNIT")"
+    <<<"$(joined "$UNIT")"
+# spawn-fcgi sets a socket's group only as root: the pool runs with nginx's.
+check "the pool runs with nginx's group, which its socket gets" grep -qx 'Group=www-data' "$UNIT"
 for key in Restart=on-failure NoNewPrivileges=yes ProtectSystem=strict ProtectHome=yes \
     PrivateTmp=yes CapabilityBoundingSet=; do
     check "the unit has $key" grep -qx "$key" "$UNIT"
@@ -37,7 +41,7 @@ fi
 # The installed templates render a configuration nginx accepts.
 "$P/share/stock-api/nginx/render.sh" "$TMP/nginx" LISTEN=127.0.0.1:8080 \
     FCGI_SOCKET=/run/stock-api/app.sock FCGI_OVERFLOW_SOCKET=/run/stock-api/overflow.sock \
-    PER_PRODUCT=2 RATE_LIMIT=20 'RATE_LIMIT_KEY=$binary_remote_addr' METRICS_ALLOW=127.0.0.1 \
+    PER_PRODUCT=2 RATE_LIMIT=20 METRICS_ALLOW=127.0.0.1 \
     RUN_DIR="$TMP/nginx" ERROR_LOG=stderr ACCESS_LOG="$TMP/nginx/access.log"
 out=$(nginx -t -q -e stderr -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" 2>&1)
 same "nginx -t accepts the installed templates' rendering ($out)" "$?" 0
@@ -46,5 +50,5 @@ same "nginx -t accepts the installed templates' rendering ($out)" "$?" 0
 make -s -C "$ROOT" install DESTDIR="$TMP/stage" PREFIX=/usr >"$TMP/install.log" 2>&1
 check "make install DESTDIR=... PREFIX=/usr stages under DESTDIR" test -x "$TMP/stage/usr/bin/stock-fcgi"
 check "and the staged unit names /usr/bin/stock-fcgi" \
-    grep -q '^ExecStartPre=/usr/bin/stock-fcgi --check-config$' "$TMP/stage/usr/lib/systemd/system/stock-api@.service"
+    grep -q '^ExecStart=.* -- /usr/bin/stock-fcgi$' <<<"$(joined "$TMP/stage/usr/lib/systemd/system/stock-api@.service")"
 finish

@@ -152,9 +152,18 @@ start_worker() {
         spawn-fcgi -n -s "$TMP/w.sock" -- "$STOCK_BIN" 2>>"$TMP/w.log" &
     WORKER=$!
     # spawn-fcgi binds the socket before the responder starts: wait for the
-    # responder itself to say it is ready (10 s at most).
+    # responder itself to say it is ready (10 s at most). Below info it says
+    # nothing: then wait until spawn-fcgi has become the responder (requests
+    # queue in the socket until it accepts them).
+    local quiet=0 bin
+    [[ ${LOG_LEVEL:-info} == @(warn|error) ]] && quiet=1
+    bin=$(readlink -f "$STOCK_BIN")
     for ((i = 0; i < 200; i++)); do
-        grep -q "\"pid\":$WORKER,\"msg\":\"worker ready" "$TMP/w.log" 2>/dev/null && return 0
+        if ((quiet)); then
+            [[ $(readlink "/proc/$WORKER/exe" 2>/dev/null) == "$bin" ]] && return 0
+        else
+            grep -q "\"pid\":$WORKER,\"msg\":\"worker ready" "$TMP/w.log" 2>/dev/null && return 0
+        fi
         sleep 0.05
     done
     return 1

@@ -66,13 +66,13 @@ check "and no URL" eval "! grep -qE 'unix://|redis://|postgresql://|host=' <<<'$
 
 # LOG_LEVEL: warn leaves out the request lines (info).
 export LOG_LEVEL=warn
-start_worker
-fcgi_buy "$P" >/dev/null
+check "a worker starts with LOG_LEVEL=warn" start_worker
+check "and serves a purchase" grep -q '^Status: 200' <<<"$(fcgi_buy "$P")"
 stop_worker
-same "with LOG_LEVEL=warn a request logs nothing" "$(grep -c '"status":' "$TMP/w.log")" 0
+same "with LOG_LEVEL=warn that request logged nothing" "$(grep -c '"status":' "$TMP/w.log")" 0
 export LOG_LEVEL=info
-start_worker
-fcgi_buy "$P" >/dev/null
+check "a worker starts with LOG_LEVEL=info" start_worker
+check "and serves a purchase" grep -q '^Status: 200' <<<"$(fcgi_buy "$P")"
 stop_worker
-same "with LOG_LEVEL=info it logs its line" "$(grep -c '"status":200' "$TMP/w.log")" 1
+same "with LOG_LEVEL=info that request logged its line" "$(grep -c '"status":200' "$TMP/w.log")" 1
 finish

@@ -36,7 +36,10 @@ for ((i = 0; i < 12; i++)); do buy "/buy/$P" '{"amount": 2}' >/dev/null; done
 buy "/buy/$P" '{"amount": 1000}' -H "Idempotency-Key: metrics-refused-$$"
 buy "/buy/$P" '{"amount": 1}' -H "Idempotency-Key: metrics-$$"
 buy "/buy/$P" '{"amount": 1}' -H "Idempotency-Key: metrics-$$"
+buy "/buy/abc" '{"amount": 1}'
 scrape
+same "purchases{code=invalid_product_id} grew by the bad id" \
+    "$(grew 'stock_purchases_total{code="invalid_product_id"}')" 1
 same "purchases{code=ok} grew by the sales and the replay" "$(grew 'stock_purchases_total{code="ok"}')" 14
 same "purchases{code=insufficient_stock} grew by the refusal" \
     "$(grew 'stock_purchases_total{code="insufficient_stock"}')" 1

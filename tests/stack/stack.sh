@@ -260,19 +260,19 @@ start_app() {
     export REDIS_URL="unix://$SOCK/redis.sock"
     # A bad setting fails here with its message, not as a crash loop.
     as_user "$RUN/bin/stock-fcgi" --check-config >/dev/null || die "the responder cannot start"
-    # Fresh counters for fresh pools (see include/metrics.h).
-    rm -f "$SOCK/metrics"
+    # Fresh counters for fresh pools (see include/metrics.h), unless one
+    # pool still runs and counts in the file.
+    alive "$(pid_of "$RUN/app.pid")" || alive "$(pid_of "$RUN/overflow.pid")" ||
+        rm -f "$SOCK"/metrics.*
     start_pool app "$WORKERS"
     start_pool overflow "$OVERFLOW_WORKERS"
 }
 
 start_nginx() {
     alive "$(pid_of "$RUN/nginx/nginx.pid")" && return 0
-    local rate_key='$binary_remote_addr' rate=$RATE_LIMIT
-    ((rate > 0)) || { rate_key='' && rate=1; } # no key, no limit
     "$ROOT/nginx/render.sh" "$RUN/nginx" "LISTEN=127.0.0.1:$PORT" "FCGI_SOCKET=$SOCK/app.sock" \
         "FCGI_OVERFLOW_SOCKET=$SOCK/overflow.sock" "PER_PRODUCT=$PER_PRODUCT" \
-        "RATE_LIMIT=$rate" "RATE_LIMIT_KEY=$rate_key" "METRICS_ALLOW=$METRICS_ALLOW" \
+        "RATE_LIMIT=$RATE_LIMIT" "METRICS_ALLOW=$METRICS_ALLOW" \
         "RUN_DIR=$RUN/nginx" "ERROR_LOG=$LOG/nginx-error.log" "ACCESS_LOG=$LOG/nginx-access.log"
     as_user nginx -e "$LOG/nginx-error.log" -p "$RUN/nginx" -c "$RUN/nginx/nginx.conf" ||
         die "nginx did not start (is port $PORT free?): see $LOG/nginx-error.log"
