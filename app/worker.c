@@ -162,14 +162,11 @@ void worker_handle(struct worker *w, struct http_request *req, struct response *
             product_handle(w, id, res);
         break;
     case ROUTE_HEALTH:
-        if (!is_read(req->method))
-            response_not_allowed(res, "GET, HEAD");
-        else
-            health_handle(w, res);
-        break;
     case ROUTE_METRICS:
         if (!is_read(req->method))
             response_not_allowed(res, "GET, HEAD");
+        else if (route == ROUTE_HEALTH)
+            health_handle(w, res);
         else
             metrics_handle(w, res);
         break;
