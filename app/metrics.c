@@ -39,6 +39,7 @@ static uint64_t layout_id(void)
             h = (h ^ parts[p][i]) * 0x100000001b3ULL;
     return h | 1; /* never 0, the stamp of a new file */
 }
+
 static const char *const route_names[ROUTE_COUNT] = {
     [ROUTE_NONE] = "other",     [ROUTE_BUY] = "buy",         [ROUTE_PRODUCT] = "product",
     [ROUTE_HEALTH] = "healthz", [ROUTE_METRICS] = "metrics",
@@ -57,7 +58,7 @@ static int map_file(struct metrics *m, const char *base, char *err, size_t errle
     }
     /* Workers starting together may all do this: growing a file to the same
      * size twice is harmless, and the new bytes read as zero. */
-    struct stat sb;
+    struct stat sb = {0};
     void *p = MAP_FAILED;
     if (fstat(fd, &sb) == 0 && (sb.st_size == (off_t)sizeof *m->data ||
                                 (sb.st_size == 0 && ftruncate(fd, sizeof *m->data) == 0)))
