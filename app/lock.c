@@ -200,6 +200,10 @@ static int connect_redis(struct lock_client *lc)
                        script_source[s]) < 0)
             goto fail;
     lc->connects++;
+    if (t->path[0])
+        log_info("redis connected: %s", t->path);
+    else
+        log_info("redis connected: %s:%d", t->host, t->port);
     return 0;
 fail:
     drop(lc);

@@ -59,6 +59,10 @@ same "no line of the log starts with the forged text" "$(grep -c '^{"forged"' "$
 bad=$(grep -F '"pid":' "$APP_LOG" | jq -R 'fromjson? // "bad"' | grep -c '^"bad"$')
 same "every line a responder wrote is valid JSON" "$bad" 0
 
+# Connections are events, named without credentials.
+check "the workers log their Redis connection" grep -qF '"msg":"redis connected: ' "$APP_LOG"
+check "and their PostgreSQL connection" grep -qF '"msg":"postgres connected: database redisdistributedlock' "$APP_LOG"
+
 # The startup line has the settings, and no URL (a URL may carry a password).
 line=$(grep -F 'worker ready' "$APP_LOG" | tail -n 1)
 check "the startup line names the settings" grep -q 'lock_ttl_ms=[0-9]* lock_wait_ms=3000' <<<"$line"
