@@ -27,6 +27,7 @@ rejects REDIS_TIMEOUT_MS=0
 rejects REDIS_URL=localhost:6379
 rejects DATABASE_URL="postgresql://host/db?nosuchoption=1"
 rejects LOG_LEVEL=loud
+rejects METRICS_FILE=relative/metrics
 
 "$STOCK_BIN" --help >/dev/null 2>&1
 same "--help exits 0" "$?" 0
@@ -45,7 +46,7 @@ rc=$?
 check "--check-config with Redis down exits 1 and says why ($out)" \
     test "$rc" = 1 -a -n "$(grep -i 'redis connect' <<<"$out")"
 
-for bad in WORKERS=0 WORKERS=many PORT=70000 PGPORT=-1 REDIS_PORT=6380x; do
+for bad in WORKERS=0 WORKERS=many PORT=70000 PGPORT=-1 REDIS_PORT=6380x RATE_LIMIT=fast PER_PRODUCT=0; do
     out=$(env "$bad" RUN_DIR="$TMP/never" "$STACK" status 2>&1)
     rc=$?
     check "stack refuses $bad, naming ${bad%%=*}" test "$rc" != 0 -a -n "$(grep "${bad%%=*}" <<<"$out")"
