@@ -73,17 +73,25 @@ build/asan/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) $(CFLAGS) $(SANITIZE) $(DEPFLAGS) -MMD -MP -c -o $@ $<
 
-# Installs what is missing when run as root; otherwise prints the apt-get line.
+# Installs what is missing when run as root; otherwise prints the apt-get
+# line. `make deps` is what `make run` needs; `make test` adds its own tools.
 deps:
-	@tests/stack/deps.sh
+	@tests/stack/deps.sh run
+
+# $(call fail,MESSAGE): the last line of a step that failed, so that a newcomer
+# never meets a bare "make: *** Error" (the step printed its details above).
+fail = { echo "make $@: $(1)" >&2; exit 1; }
+BUILD_FAILED = the build failed (the compiler's message is above): fix that; or 'make clean' and try again
+STACK_FAILED = the stack failed (the 'stack:' lines above say why; logs in .run/log): \
+               fix that; then 'make down' and try again
 
 run: deps
-	@$(MAKE) --no-print-directory -s all
-	@$(STACK) run
+	@$(MAKE) --no-print-directory -s all || $(call fail,$(BUILD_FAILED))
+	@$(STACK) run || $(call fail,$(STACK_FAILED))
 
 up: deps
-	@$(MAKE) --no-print-directory -s all
-	@$(STACK) up
+	@$(MAKE) --no-print-directory -s all || $(call fail,$(BUILD_FAILED))
+	@$(STACK) up || $(call fail,$(STACK_FAILED))
 
 down:
 	@$(STACK) down
@@ -94,13 +102,15 @@ psql:
 reset: deps
 	@$(STACK) reset
 
-test: deps
-	@$(MAKE) --no-print-directory all asan $(FCGI_REQ) $(FUZZ_BIN)
+test:
+	@tests/stack/deps.sh test
+	@$(MAKE) --no-print-directory all asan $(FCGI_REQ) $(FUZZ_BIN) || $(call fail,$(BUILD_FAILED))
 	@tests/run.sh
 
 # Fuzzes for FUZZ_SECONDS; new inputs go to build/fuzz/corpus, crashes to
 # tests/fuzz/findings/ (add each one to tests/fuzz/corpus/ once fixed).
-fuzz: deps
+fuzz:
+	@tests/stack/deps.sh test
 	@$(MAKE) --no-print-directory $(FUZZ_BIN)
 	@tests/fuzz/run.sh $(FUZZ_SECONDS)
 

@@ -1,56 +1,101 @@
 #!/bin/sh
-# Makes sure the Debian packages the project needs are installed.
+# deps.sh [run|test|bench] -- makes sure the Debian packages a make target
+# needs are installed: `run` (the default) what `make run` builds and starts,
+# `test` that plus what `make test` runs, `bench` the benchmark's own tools.
 #
 # As root, installs what is missing (without starting the system services
 # those packages ship: the stacks run their own PostgreSQL, Redis and nginx).
-# Otherwise prints the exact apt-get line and fails.
+# Otherwise prints the exact apt-get line and fails. Every failure ends with
+# one line that says what failed and what to do; success prints nothing when
+# nothing was missing.
+#
+# For tests/integration/deps.sh, which runs this against stand-ins for
+# dpkg-query, apt-get and id: POLICY_RC_D is where the policy file goes
+# (default /usr/sbin/policy-rc.d, where Debian's invoke-rc.d looks).
 set -eu
 
-PACKAGES="gcc make pkg-config libc6-dev
+RUN_PACKAGES="gcc make pkg-config libc6-dev
 libfcgi-dev libhiredis-dev libpq-dev libjson-c-dev
-spawn-fcgi multiwatch nginx redis-server postgresql postgresql-client
-curl jq docker-compose clang-format clang libclang-rt-dev"
-# "deps.sh bench": the benchmark's own tools instead.
-if [ "${1:-}" = bench ]; then
-    PACKAGES="wrk gnuplot-nox bsdextrautils"
-fi
+spawn-fcgi multiwatch nginx redis-server postgresql postgresql-client curl"
+# jq and the compilers for the tests; podman and its helpers, debootstrap and
+# docker-compose for the compose smoke test (tests/compose/).
+TEST_PACKAGES="jq clang-format clang libclang-rt-dev docker-compose
+podman runc netavark aardvark-dns debootstrap"
+BENCH_PACKAGES="wrk gnuplot-nox bsdextrautils"
 
-missing=""
-for p in $PACKAGES; do
-    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
-    case "$status" in
-    *" installed") ;;
-    *) missing="$missing $p" ;;
-    esac
-done
+case "${1:-run}" in
+run) packages=$RUN_PACKAGES ;;
+test) packages="$RUN_PACKAGES $TEST_PACKAGES" ;;
+bench) packages=$BENCH_PACKAGES ;;
+*)
+    echo "deps: unknown set '$1' (run, test or bench)" >&2
+    exit 2
+    ;;
+esac
+
+# The packages of $packages that dpkg does not list as installed.
+missing_packages() {
+    for p in $packages; do
+        status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+        case "$status" in
+        *" installed") ;;
+        *) printf ' %s' "$p" ;;
+        esac
+    done
+}
+
+if ! command -v dpkg-query >/dev/null 2>&1; then
+    echo "deps: this is not a Debian system (no dpkg-query): install the equivalents of:" \
+        $packages >&2
+    exit 1
+fi
+missing=$(missing_packages)
 [ -z "$missing" ] && exit 0
 
 line="apt-get install -y --no-install-recommends$missing"
 if [ "$(id -u)" -ne 0 ]; then
-    echo "Missing Debian packages. Install them with:" >&2
+    echo "deps: missing Debian packages:$missing. Install them with:" >&2
     echo "  sudo $line" >&2
     exit 1
 fi
 
-echo "Installing:$missing"
+echo "deps: installing:$missing"
 export DEBIAN_FRONTEND=noninteractive
-# Debian starts a package's service on install; policy-rc.d answering 101
-# ("action forbidden") stops that, for this install only.
-policy=/usr/sbin/policy-rc.d
+
+# Debian starts a package's service on install; a policy-rc.d answering 101
+# ("action forbidden") stops that, for this install only. One that is already
+# there (container images ship one) is the machine's: it stays as it is.
+policy=${POLICY_RC_D:-/usr/sbin/policy-rc.d}
 own_policy=no
+# Removed however this script ends: left behind, it would block every
+# service start on the host. The EXIT trap keeps the script's own status
+# (a trap whose last command fails would otherwise become it).
+cleanup() {
+    if [ "$own_policy" = yes ]; then rm -f "$policy"; fi
+}
+trap 'status=$?; cleanup; exit $status' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 if [ ! -e "$policy" ]; then
+    own_policy=yes
     printf '#!/bin/sh\nexit 101\n' >"$policy"
     chmod +x "$policy"
-    own_policy=yes
 fi
-# Removed however this script ends: left behind, it would block every
-# service start on the host.
-cleanup() { [ "$own_policy" = yes ] && rm -f "$policy"; }
-trap cleanup EXIT
-trap 'cleanup; exit 1' INT TERM HUP
+
 # shellcheck disable=SC2086
-if ! apt-get install -y --no-install-recommends $missing; then
-    apt-get update
-    # shellcheck disable=SC2086
-    apt-get install -y --no-install-recommends $missing
+install_missing() { apt-get install -y --no-install-recommends $missing; }
+
+# A stale package list makes install fail on a fresh machine: update it once.
+if ! install_missing; then
+    echo "deps: apt-get install failed; updating the package lists and trying again"
+    if ! apt-get update || ! install_missing; then
+        echo "deps: could not install:$missing. Check the network and apt's sources, then run: apt-get update && $line" >&2
+        exit 1
+    fi
+fi
+still=$(missing_packages)
+if [ -n "$still" ]; then
+    echo "deps: apt-get succeeded but these are still not installed:$still. Run: $line" >&2
+    exit 1
 fi
