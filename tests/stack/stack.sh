@@ -137,7 +137,7 @@ pid_of() {
 
 # Sends sig to the process in pidfile and waits up to secs for it to go.
 stop_pid() {
-    local pidfile=$1 sig=$2 secs=$3 name=$4 pid
+    local pidfile=$1 sig=$2 secs=$3 name=$4 pid i
     pid=$(pid_of "$pidfile")
     alive "$pid" || { rm -f "$pidfile"; return 0; }
     kill "-$sig" "$pid" 2>/dev/null || true
@@ -203,6 +203,7 @@ redis_cli() {
 }
 
 start_redis() {
+    local i
     alive "$(pid_of "$RUN/redis.pid")" && return 0
     # Locks are leases that must not outlive a restart: no persistence.
     cat >"$RUN/redis/redis.conf" <<CONF
@@ -233,7 +234,7 @@ CONF
 # crash-looping). A first SIGTERM to multiwatch becomes SIGUSR1 to each
 # responder: finish, then exit.
 start_pool() {
-    local name=$1 count=$2
+    local name=$1 count=$2 i
     alive "$(pid_of "$RUN/$name.pid")" && return 0
     rm -f "$SOCK/$name.sock"
     setsid "${AS_USER[@]}" spawn-fcgi -n -s "$SOCK/$name.sock" -M 0660 -- \
@@ -280,7 +281,7 @@ start_nginx() {
 }
 
 wait_ready() {
-    local url=http://127.0.0.1:$PORT/healthz
+    local url=http://127.0.0.1:$PORT/healthz i
     for ((i = 0; i < 300; i++)); do
         if [[ $(curl -s -o /dev/null -w '%{http_code}' "$url" 2>/dev/null) == 200 ]]; then
             echo "ready: http://127.0.0.1:$PORT"
