@@ -38,6 +38,8 @@ suite() {
 # The unit tests report sanitizer errors on stderr, in their own output.
 wanted unit && suite unit build/asan/unit-tests
 wanted fuzz && suite fuzz tests/fuzz/run.sh 20
+# The install path (tests/stack/deps.sh) against stand-ins for apt-get.
+wanted deps && suite deps tests/integration/deps.sh
 
 # The stack under test runs the ASan+UBSan build of the responder. Sanitizer
 # reports go to files, which the "sanitizers" check below looks for.
