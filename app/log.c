@@ -94,9 +94,10 @@ size_t log_format_msg(char *buf, const char *ts, long pid, enum log_level level,
     return put_end(buf, p);
 }
 
-size_t log_format_request(char *buf, const char *ts, long pid, const struct log_request *r)
+size_t log_format_request(char *buf, const char *ts, long pid, enum log_level level,
+                          const struct log_request *r)
 {
-    char *p = put_head(buf, ts, pid, LOG_INFO);
+    char *p = put_head(buf, ts, pid, level);
     if (r->request_id != NULL) {
         p += sprintf(p, ",\"request_id\":");
         p = put_string(p, r->request_id, FIELD_MAX);
@@ -158,11 +159,11 @@ void log_msg(enum log_level level, const char *fmt, ...)
     emit(line, log_format_msg(line, ts, (long)getpid(), level, msg));
 }
 
-void log_request(const struct log_request *r)
+void log_request(enum log_level level, const struct log_request *r)
 {
-    if (LOG_INFO > log_threshold)
+    if (level > log_threshold)
         return;
     char ts[TS_MAX], line[LOG_LINE_MAX];
     now_utc(ts);
-    emit(line, log_format_request(line, ts, (long)getpid(), r));
+    emit(line, log_format_request(line, ts, (long)getpid(), level, r));
 }

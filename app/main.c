@@ -129,7 +129,7 @@ static void serve(struct worker *w, FCGX_Request *fcgi)
         log_info("%s %s: client went away before the answer was sent", req.method,
                  req.path ? req.path : "-");
     const struct trace *t = &w->trace;
-    log_request(&(struct log_request){
+    struct log_request line = {
         .request_id = req.request_id,
         .method = req.method,
         .path = req.path,
@@ -139,7 +139,8 @@ static void serve(struct worker *w, FCGX_Request *fcgi)
         .amount = t->amount,
         .lock_wait_us = t->lock_wait_us,
         .total_us = clock_us() - start,
-    });
+    };
+    log_request(worker_log_level(w, &res), &line);
     response_free(&res);
 }
 

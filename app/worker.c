@@ -163,6 +163,7 @@ void worker_handle(struct worker *w, struct http_request *req, struct response *
         break;
     case ROUTE_HEALTH:
     case ROUTE_METRICS:
+        w->trace.probe = 1;
         if (!is_read(req->method))
             response_not_allowed(res, "GET, HEAD");
         else if (route == ROUTE_HEALTH)
@@ -175,4 +176,9 @@ void worker_handle(struct worker *w, struct http_request *req, struct response *
         break;
     }
     record(w, route, res);
+}
+
+enum log_level worker_log_level(const struct worker *w, const struct response *res)
+{
+    return w->trace.probe && res->status == 200 ? LOG_DEBUG : LOG_INFO;
 }

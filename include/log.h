@@ -34,7 +34,8 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
 #define log_info(...)  log_msg(LOG_INFO, __VA_ARGS__)
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
 
-/* One served request, logged at info. Absent fields are left out. */
+/* One served request, logged at the level its caller chose (worker.h says
+ * which). Absent fields are left out. */
 struct log_request {
     const char *request_id; /* nginx's X-Request-Id; NULL if none */
     const char *method;
@@ -47,12 +48,13 @@ struct log_request {
     int64_t total_us;
 };
 
-void log_request(const struct log_request *r);
+void log_request(enum log_level level, const struct log_request *r);
 
 /* Pure, for the tests: the lines log_msg and log_request write, given the
  * time stamp and pid, into buf (LOG_LINE_MAX bytes). Return the length,
  * newline included. */
 size_t log_format_msg(char *buf, const char *ts, long pid, enum log_level level, const char *msg);
-size_t log_format_request(char *buf, const char *ts, long pid, const struct log_request *r);
+size_t log_format_request(char *buf, const char *ts, long pid, enum log_level level,
+                          const struct log_request *r);
 
 #endif

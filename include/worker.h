@@ -7,6 +7,7 @@
 #define STOCK_WORKER_H
 
 #include "http.h"
+#include "log.h"
 #include "lock.h"
 #include "metrics.h"
 #include "response.h"
@@ -20,6 +21,7 @@ struct trace {
     int64_t lock_wait_us; /* -1: no lock was asked for */
     int64_t lock_hold_us; /* -1: no lock was held */
     int64_t tx_us;        /* -1: no purchase transaction ran */
+    int probe;            /* /healthz or /metrics */
 };
 
 struct worker {
@@ -46,5 +48,12 @@ void worker_store_failed(struct worker *w, enum store_status st, struct response
 
 /* Routes one request and fills res (which starts as a 500). */
 void worker_handle(struct worker *w, struct http_request *req, struct response *res);
+
+/* The level of the request's log line: info, except a probe (/healthz,
+ * /metrics) answered 200, which is debug. Healthchecks and scrapes come
+ * every few seconds from every checker (docker-compose runs three), and
+ * their lines would bury the purchases; the metrics count them all. A probe
+ * that fails stays at info, and its cause is a warn event of its own. */
+enum log_level worker_log_level(const struct worker *w, const struct response *res);
 
 #endif

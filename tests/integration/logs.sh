@@ -59,6 +59,23 @@ same "no line of the log starts with the forged text" "$(grep -c '^{"forged"' "$
 bad=$(grep -F '"pid":' "$APP_LOG" | jq -R 'fromjson? // "bad"' | grep -c '^"bad"$')
 same "every line a responder wrote is valid JSON" "$bad" 0
 
+# Probes answered 200 (healthchecks every few seconds) are in neither log at
+# info; a probe that fails is in both. The purchase after them is the marker:
+# once its lines are there, the probes' would be too.
+http GET /healthz -H "X-Request-Id: $id-probe"
+http GET /metrics -H "X-Request-Id: $id-scrape"
+http POST /healthz -H "X-Request-Id: $id-badprobe"
+expect "a POST /healthz answers 405" 405
+buy "/buy/$P" '{"amount": 1}' -H "X-Request-Id: $id-marker"
+wait_line "$APP_LOG" "\"request_id\":\"$id-marker\"" >/dev/null
+wait_line "$ACCESS_LOG" "\"request_id\":\"$id-marker\"" >/dev/null
+for log in "$APP_LOG" "$ACCESS_LOG"; do
+    same "a /healthz answered 200 is not in $(basename "$log")" \
+        "$(grep -cF "\"request_id\":\"$id-probe\"" "$log")" 0
+    same "nor a /metrics answered 200" "$(grep -cF "\"request_id\":\"$id-scrape\"" "$log")" 0
+    same "a /healthz answered 405 is" "$(grep -cF "\"request_id\":\"$id-badprobe\"" "$log")" 1
+done
+
 # Connections are events, named without credentials.
 check "the workers log their Redis connection" grep -qF '"msg":"redis connected: ' "$APP_LOG"
 check "and their PostgreSQL connection" grep -qF '"msg":"postgres connected: database redisdistributedlock' "$APP_LOG"
@@ -79,4 +96,14 @@ check "a worker starts with LOG_LEVEL=info" start_worker
 check "and serves a purchase" grep -q '^Status: 200' <<<"$(fcgi_buy "$P")"
 stop_worker
 same "with LOG_LEVEL=info that request logged its line" "$(grep -c '"status":200' "$TMP/w.log")" 1
+# LOG_LEVEL: debug adds the probes, at level debug.
+: >"$TMP/w.log"
+export LOG_LEVEL=debug
+check "a worker starts with LOG_LEVEL=debug" start_worker
+check "and answers /healthz" grep -q '^Status: 200' <<<"$("$FCGI_REQUEST" "$TMP/w.sock" \
+    REQUEST_METHOD=GET DOCUMENT_URI=/healthz </dev/null)"
+stop_worker
+check "with LOG_LEVEL=debug the probe has its line, at debug" \
+    grep -q '"level":"debug","pid":[0-9]*,"method":"GET","path":"/healthz","status":200' "$TMP/w.log"
+export LOG_LEVEL=info
 finish

@@ -33,7 +33,7 @@ static void a_forged_line_stays_inside_its_string(void)
                             .status = 404,
                             .code = "not_found",
                             .lock_wait_us = -1};
-    size_t n = log_format_request(buf, ts, 1, &r);
+    size_t n = log_format_request(buf, ts, 1, LOG_INFO, &r);
     CHECK(memchr(buf, '\n', n - 1) == NULL);
     buf[n] = '\0';
     CHECK(strstr(buf, "\"path\":\"/buy/1\\n{\\\"level\\\":\\\"error\\\"}\"") != NULL);
@@ -62,7 +62,7 @@ static void a_request_line_has_its_fields_and_omits_the_absent(void)
                             .amount = 2,
                             .lock_wait_us = 1500,
                             .total_us = 2250};
-    size_t n = log_format_request(buf, ts, 9, &r);
+    size_t n = log_format_request(buf, ts, 9, LOG_INFO, &r);
     const char want[] = "{\"ts\":\"2026-11-26T18:00:00.123Z\",\"level\":\"info\",\"pid\":9,"
                         "\"request_id\":\"abc\",\"method\":\"POST\",\"path\":\"/buy/7\","
                         "\"status\":200,\"code\":\"ok\",\"product\":7,\"amount\":2,"
@@ -72,7 +72,7 @@ static void a_request_line_has_its_fields_and_omits_the_absent(void)
 
     struct log_request bare = {
         .method = "GET", .status = 404, .code = "not_found", .lock_wait_us = -1};
-    n = log_format_request(buf, ts, 9, &bare);
+    n = log_format_request(buf, ts, 9, LOG_INFO, &bare);
     buf[n] = '\0';
     CHECK(strstr(buf, "request_id") == NULL);
     CHECK(strstr(buf, "product") == NULL);
