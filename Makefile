@@ -82,7 +82,7 @@ deps:
 # never meets a bare "make: *** Error" (the step printed its details above).
 fail = { echo "make $@: $(1)" >&2; exit 1; }
 BUILD_FAILED = the build failed (the compiler's message is above): fix that; or 'make clean' and try again
-STACK_FAILED = the stack failed (the 'stack:' lines above say why; logs in .run/log): \
+STACK_FAILED = the stack failed (the 'stack:' lines above say why; logs in $${RUN_DIR:-.run}/log): \
                fix that; then 'make down' and try again
 
 run: deps

@@ -48,6 +48,24 @@ same "make reset: no order is left" "$(sql 'SELECT COUNT(*) FROM orders')" 0
 same "make reset: purchases work right after" "$(seed_buy)" 4
 mk down >/dev/null
 
+# A start that fails says so on its last line, and what to do; it leaves
+# nothing running. Here the port is taken (by a Redis server of this test's).
+redis-server --port "$PORT" --bind 127.0.0.1 --save '' --unixsocket '' >/dev/null 2>&1 &
+squatter=$!
+for ((i = 0; i < 50; i++)); do
+    redis-cli -p "$PORT" ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+out=$(mk up)
+rc=$?
+kill "$squatter"
+wait "$squatter" 2>/dev/null
+check "make up on a taken port: fails" test "$rc" -ne 0
+check "make up on a taken port: says which port" grep -q "stack: nginx did not start (is port $PORT free?)" <<<"$out"
+check "make up on a taken port: its last line says what failed and what to do" \
+    grep -qF "make up: the stack failed (the 'stack:' lines above say why; logs in $RUN_DIR/log): fix that; then 'make down' and try again" <<<"$(tail -n 2 <<<"$out" | head -n 1)"
+same "make up on a taken port: nothing is left running" "$("$STACK" status | grep -c running)" 0
+
 # make run in the foreground, then Ctrl-C: SIGINT to its whole process group,
 # as a terminal sends it. A background job starts with SIGINT ignored, and a
 # shell cannot trap a signal ignored at its start: env restores the default.
