@@ -1,5 +1,6 @@
 /* http.c -- see http.h. */
 #include <stdio.h>
+#include <string.h>
 
 #include "http.h"
 #include "request.h"
@@ -9,6 +10,18 @@
  * must not keep a worker reading forever. */
 #define DRAIN_MAX (64 * 1024)
 
+/* How many times a parameter came: nginx passes a header that a client sent
+ * twice as two parameters, and FCGX_GetParam finds only the first. */
+static int count_param(const char *name, FCGX_ParamArray envp)
+{
+    size_t n = strlen(name);
+    int count = 0;
+    for (; *envp != NULL; envp++)
+        if (strncmp(*envp, name, n) == 0 && (*envp)[n] == '=')
+            count++;
+    return count;
+}
+
 void http_request_init(struct http_request *req, FCGX_Request *fcgi)
 {
     req->method = FCGX_GetParam("REQUEST_METHOD", fcgi->envp);
@@ -16,6 +29,8 @@ void http_request_init(struct http_request *req, FCGX_Request *fcgi)
     req->content_type = FCGX_GetParam("CONTENT_TYPE", fcgi->envp);
     req->content_length = FCGX_GetParam("CONTENT_LENGTH", fcgi->envp);
     req->idempotency_key = FCGX_GetParam("HTTP_IDEMPOTENCY_KEY", fcgi->envp);
+    req->idempotency_keys = count_param("HTTP_IDEMPOTENCY_KEY", fcgi->envp);
+    req->content_encoding = FCGX_GetParam("HTTP_CONTENT_ENCODING", fcgi->envp);
     req->request_id = FCGX_GetParam("HTTP_X_REQUEST_ID", fcgi->envp);
     req->in = fcgi->in;
     if (req->method == NULL)

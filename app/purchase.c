@@ -8,19 +8,31 @@
 #include "request.h"
 #include "worker.h"
 
-/* Validates the request (Content-Type, body, Idempotency-Key);
- * PROBLEM_NONE with *amount set, or the problem. */
-static enum problem read_request(struct http_request *req, int32_t *amount)
+/* Validates the request (Content-Type and -Encoding, body, Idempotency-Key);
+ * PROBLEM_NONE with *amount set, or the problem, with *detail when the
+ * catalogue's default would not say what is wrong. */
+static enum problem read_request(struct http_request *req, int32_t *amount, const char **detail)
 {
     char body[REQUEST_BODY_MAX];
     size_t len;
+    *detail = NULL;
     if (!request_is_json(req->content_type))
         return PROBLEM_UNSUPPORTED_MEDIA_TYPE;
+    /* A body labelled gzip but sent plain would otherwise buy. */
+    if (request_has_coding(req->content_encoding)) {
+        *detail = "The request body must be sent as it is, without a Content-Encoding.";
+        return PROBLEM_UNSUPPORTED_MEDIA_TYPE;
+    }
     enum problem p = http_read_body(req, body, sizeof body, &len);
     if (p != PROBLEM_NONE)
         return p;
     if ((p = request_parse_amount(body, len, amount)) != PROBLEM_NONE)
         return p;
+    /* Two keys are two intentions: neither is taken for the other. */
+    if (req->idempotency_keys > 1) {
+        *detail = "Send one Idempotency-Key header, not several.";
+        return PROBLEM_INVALID_IDEMPOTENCY_KEY;
+    }
     return request_check_key(req->idempotency_key);
 }
 
@@ -117,9 +129,10 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
 {
     struct purchase p = {.product = product, .key = req->idempotency_key};
     w->trace.product = product;
-    enum problem problem = read_request(req, &p.amount);
+    const char *detail;
+    enum problem problem = read_request(req, &p.amount, &detail);
     if (problem != PROBLEM_NONE) {
-        response_problem(res, problem, NULL);
+        response_problem(res, problem, detail);
         return;
     }
     w->trace.amount = p.amount;

@@ -54,12 +54,24 @@ int request_is_json(const char *ct)
     return *ct == '\0' || *ct == ';';
 }
 
+int request_has_coding(const char *ce)
+{
+    for (; ce != NULL && *ce != '\0'; ce++)
+        if (*ce != ' ' && *ce != '\t')
+            return 1;
+    return 0;
+}
+
 enum problem request_parse_length(const char *s, size_t max, size_t *len)
 {
     if (s == NULL || s[0] == '\0') {
         *len = 0;
         return PROBLEM_NONE;
     }
+    /* RFC 9110: Content-Length = 1*DIGIT, so "012" is 12 (nginx reads 12
+     * bytes for it). Only JSON numbers and ids must be canonical. */
+    while (s[0] == '0' && s[1] != '\0')
+        s++;
     int64_t v;
     switch (decimal_parse(s, strlen(s), (int64_t)max, &v)) {
     case 0:

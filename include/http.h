@@ -16,12 +16,14 @@
 struct response;
 
 struct http_request {
-    const char *method;          /* REQUEST_METHOD */
-    const char *path;            /* DOCUMENT_URI: decoded path, no query */
-    const char *content_type;    /* CONTENT_TYPE, or NULL */
-    const char *content_length;  /* CONTENT_LENGTH, or NULL */
-    const char *idempotency_key; /* the Idempotency-Key header, or NULL */
-    const char *request_id;      /* X-Request-Id as nginx passes it, or NULL */
+    const char *method;           /* REQUEST_METHOD */
+    const char *path;             /* DOCUMENT_URI: decoded path, no query */
+    const char *content_type;     /* CONTENT_TYPE, or NULL */
+    const char *content_length;   /* CONTENT_LENGTH, or NULL */
+    const char *idempotency_key;  /* the (first) Idempotency-Key header, or NULL */
+    int idempotency_keys;         /* how many Idempotency-Key headers came */
+    const char *content_encoding; /* the Content-Encoding header, or NULL */
+    const char *request_id;       /* X-Request-Id as nginx passes it, or NULL */
     FCGX_Stream *in;
 };
 

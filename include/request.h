@@ -38,9 +38,14 @@ int request_parse_id(const char *s, int32_t *id);
  * ("application/json; charset=utf-8"). False for NULL. */
 int request_is_json(const char *content_type);
 
-/* Parses CONTENT_LENGTH. NULL or empty means no body (0).
- * Returns PROBLEM_NONE, PROBLEM_PAYLOAD_TOO_LARGE above max, or
- * PROBLEM_INVALID_JSON for anything that is not a plain decimal. */
+/* True if a Content-Encoding header names a coding (any, "identity"
+ * included); NULL, empty or blank is none. The body must be plain JSON. */
+int request_has_coding(const char *content_encoding);
+
+/* Parses CONTENT_LENGTH: digits, leading zeros allowed (RFC 9110's 1*DIGIT).
+ * NULL or empty means no body (0). Returns PROBLEM_NONE,
+ * PROBLEM_PAYLOAD_TOO_LARGE above max, or PROBLEM_INVALID_JSON for anything
+ * that is not a plain decimal. */
 enum problem request_parse_length(const char *s, size_t max, size_t *len);
 
 /* Checks an Idempotency-Key header value: absent (NULL) is fine; otherwise

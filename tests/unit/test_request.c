@@ -76,6 +76,16 @@ static void content_type_must_be_json(void)
     CHECK(!request_is_json(" application/json"));
 }
 
+static void any_content_coding_is_refused(void)
+{
+    CHECK(!request_has_coding(NULL));
+    CHECK(!request_has_coding(""));
+    CHECK(!request_has_coding(" \t"));
+    CHECK(request_has_coding("gzip"));
+    CHECK(request_has_coding("identity"));
+    CHECK(request_has_coding(" br"));
+}
+
 static void content_length_is_bounded(void)
 {
     size_t len = 99;
@@ -88,7 +98,14 @@ static void content_length_is_bounded(void)
     CHECK(request_parse_length("-1", 1024, &len) == PROBLEM_INVALID_JSON);
     CHECK(request_parse_length("12x", 1024, &len) == PROBLEM_INVALID_JSON);
     CHECK(request_parse_length(" 12", 1024, &len) == PROBLEM_INVALID_JSON);
-    CHECK(request_parse_length("012", 1024, &len) == PROBLEM_INVALID_JSON);
+    CHECK(request_parse_length("012", 1024, &len) == PROBLEM_NONE && len == 12);
+    CHECK(request_parse_length("0012", 1024, &len) == PROBLEM_NONE && len == 12);
+    CHECK(request_parse_length("00000000000000000012", 1024, &len) == PROBLEM_NONE && len == 12);
+    CHECK(request_parse_length("000", 1024, &len) == PROBLEM_NONE && len == 0);
+    CHECK(request_parse_length("01025", 1024, &len) == PROBLEM_PAYLOAD_TOO_LARGE);
+    CHECK(request_parse_length("0x12", 1024, &len) == PROBLEM_INVALID_JSON);
+    CHECK(request_parse_length("-012", 1024, &len) == PROBLEM_INVALID_JSON);
+    CHECK(request_parse_length("0 12", 1024, &len) == PROBLEM_INVALID_JSON);
 }
 
 struct amount_case {
@@ -202,6 +219,7 @@ void suite_request(void)
     RUN(product_id_rejects_everything_else);
     RUN(content_type_must_be_json);
     RUN(content_length_is_bounded);
+    RUN(any_content_coding_is_refused);
     RUN(amount_accepts_integers_in_range);
     RUN(amount_rejects_bad_values);
 }
