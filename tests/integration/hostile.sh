@@ -19,6 +19,20 @@ row() {
     expect "$name" "$status" "$code"
 }
 
+# raw BYTES: a request sent as written (what curl cannot send: another HTTP
+# version, say), answered into STATUS, BODY and $TMP/headers as by http.
+raw() {
+    STATUS=000
+    BODY=
+    exec 3<>"/dev/tcp/127.0.0.1/${BASE_URL##*:}" || return
+    printf "$1" >&3
+    timeout 5 cat <&3 >"$TMP/raw"
+    exec 3<&-
+    STATUS=$(head -n 1 "$TMP/raw" | cut -d' ' -f2)
+    sed -n '1,/^\r$/p' "$TMP/raw" >"$TMP/headers"
+    BODY=$(sed '1,/^\r$/d' "$TMP/raw")
+}
+
 # A body file with exact bytes (printf escapes), for what a shell argument cannot carry.
 bytes() {
     printf "$2" >"$TMP/$1"
@@ -100,6 +114,29 @@ row 409 insufficient_stock "a chunked body is read whole" POST "$B" "${J[@]}" \
     -H 'Transfer-Encoding: chunked' --data-binary '{"amount": 100000}'
 row 413 payload_too_large "a chunked body over 1 KiB" POST "$B" "${J[@]}" \
     -H 'Transfer-Encoding: chunked' --data-binary @"$TMP/big"
+# RFC 9110: Content-Length = 1*DIGIT; nginx reads 18 bytes for "0018".
+row 409 insufficient_stock "Content-Length: 0018 (leading zeros)" POST "$B" "${J[@]}" \
+    -H 'Content-Length: 0018' --data-binary '{"amount": 100000}'
+row 409 insufficient_stock "Content-Length: 00000000000000000018" POST "$B" "${J[@]}" \
+    -H 'Content-Length: 00000000000000000018' --data-binary '{"amount": 100000}'
+for te in gzip identity "gzip, chunked"; do
+    row 501 not_implemented "Transfer-Encoding: $te (from nginx)" POST "$B" "${J[@]}" \
+        -H "Transfer-Encoding: $te" --data-binary '{"amount": 1}'
+done
+raw "GET /healthz HTTP/2.0\r\nHost: x\r\nConnection: close\r\n\r\n"
+expect "HTTP/2.0 in the request line (from nginx)" 505 http_version_not_supported
+raw "GET /healthz HTTP/9.9\r\nHost: x\r\nConnection: close\r\n\r\n"
+expect "HTTP/9.9 in the request line (from nginx)" 505 http_version_not_supported
+
+# --- Content-Encoding: the body must be plain JSON ---------------------------------
+for ce in gzip br identity; do
+    row 415 unsupported_media_type "Content-Encoding: $ce on a plain body buys nothing" POST "$B" \
+        "${J[@]}" -H "Content-Encoding: $ce" --data-binary '{"amount": 1}'
+done
+printf '{"amount": 1}' | gzip >"$TMP/gz"
+row 415 unsupported_media_type "a gzipped body" POST "$B" "${J[@]}" -H 'Content-Encoding: gzip' \
+    --data-binary @"$TMP/gz"
+check "its detail names Content-Encoding" grep -q 'Content-Encoding' <<<"$BODY"
 
 # --- Content-Type ------------------------------------------------------------------
 row 415 unsupported_media_type "no Content-Type" POST "$B" -H 'Content-Type:' \
@@ -144,12 +181,18 @@ for m in GET HEAD PUT DELETE PATCH OPTIONS PROPFIND; do
     fi
 done
 row 405 method_not_allowed "TRACE /buy/{id}: 405 (from nginx)" TRACE "$B"
+same "TRACE /buy/{id}: Allow: POST" "$(header Allow)" POST
+row 405 method_not_allowed "TRACE /products/{id}: 405 (from nginx)" TRACE "/products/$P"
+same "TRACE /products/{id}: Allow: GET, HEAD" "$(header Allow)" "GET, HEAD"
 
 # --- Headers -----------------------------------------------------------------------------
 row 400 headers_too_large "a 16 KiB header" POST "$B" "${J[@]}" \
     -H "X-Long: $(head -c 16384 /dev/zero | tr '\0' x)" --data-binary '{"amount": 1}'
 row 400 invalid_idempotency_key "a 300-byte Idempotency-Key" POST "$B" "${J[@]}" \
     -H "Idempotency-Key: $(head -c 300 /dev/zero | tr '\0' k)" --data-binary '{"amount": 1}'
+row 400 invalid_idempotency_key "two Idempotency-Key headers (two intentions)" POST "$B" "${J[@]}" \
+    -H "Idempotency-Key: first-$$" -H "Idempotency-Key: second-$$" --data-binary '{"amount": 1}'
+check "its detail says to send one" grep -q 'one Idempotency-Key' <<<"$BODY"
 row 414 uri_too_long "a 16 KiB URI" POST "$B?$(head -c 16384 /dev/zero | tr '\0' q)" "${J[@]}" \
     --data-binary '{"amount": 1}'
 
