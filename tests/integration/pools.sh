@@ -93,5 +93,111 @@ replaced() {
 for ((i = 0; i < 100 && ! $(replaced && echo 1 || echo 0); i++)); do sleep 0.1; done
 check "multiwatch replaces the overflow workers" replaced
 
+# A read cannot have bought anything: when its worker dies holding it, the
+# answer is service_unavailable, never outcome_unknown. The read waits in
+# PostgreSQL behind a table lock, so that it is provably in a worker when
+# every main-pool worker is killed. A kill that came too late (the read
+# timed out first: nginx logged no 502) is tried again, three times at most.
+read_killed() {
+    local id=read-killed-$$-$1 pid
+    psql -X -q "$(conninfo application_name=table-holder)" \
+        -c "BEGIN; LOCK TABLE products IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60)" >/dev/null 2>&1 &
+    for ((i = 0; i < 200; i++)); do
+        [[ -n $(sql "SELECT 1 FROM pg_stat_activity WHERE application_name = 'table-holder'
+                     AND query LIKE '%pg_sleep%'") ]] && break
+        sleep 0.05
+    done
+    http GET "/products/$COLD" -H "X-Request-Id: $id" &
+    pid=$!
+    [[ -n $(waiting_purchase) ]] && kill -KILL $(workers app)
+    wait "$pid"
+    sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE application_name = 'table-holder'" >/dev/null
+    STATUS=$(head -n 1 "$TMP/headers" | cut -d' ' -f2)
+    BODY=$(cat "$TMP/body")
+    for ((i = 0; i < 100; i++)); do
+        grep -q "\"request_id\":\"$id\".*\"upstream_status\":\"502\"" "$RUN_DIR/log/nginx-access.log" &&
+            return 0
+        sleep 0.05
+    done
+    return 1
+}
+for attempt in 1 2 3; do
+    read_killed "$attempt" && break
+done
+expect "a read whose worker died holding it: 503 service_unavailable, not outcome_unknown" \
+    503 service_unavailable
+for ((i = 0; i < 100; i++)); do
+    [[ $(workers app | wc -w) == "$WORKERS" ]] && break
+    sleep 0.1
+done
+
+# Clients that send a purchase and hang up at once, as fast as one client
+# can, for one product: nginx holds each request until its responder answers,
+# so it keeps counting against PER_PRODUCT, and the main pool stays free for
+# other products and /healthz. (Released at once, the requests would still
+# queue for the main pool and crowd out everything else.) The product's lock
+# is held meanwhile, so each request a worker takes waits LOCK_WAIT_MS: the
+# flood fills whatever pool it reaches. It asks for more than the stock, so
+# once the lock is free the queue drains with 409s. Bounded: 6 s, 200 000
+# requests at most.
+hot_sold=$(sold "$HOT")
+rcli SET "lock:product:$HOT" someone-else PX 60000 >/dev/null
+flood() {
+    local end=$((SECONDS + 6)) n=0 port=${BASE_URL##*:}
+    trap '' PIPE # nginx may close first: a write then fails, and must not end the loop
+    local req='POST /buy/%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 18\r\nConnection: close\r\n\r\n{"amount": 100000}'
+    while ((SECONDS < end && n < 200000)); do
+        if exec 3<>"/dev/tcp/127.0.0.1/$port"; then
+            # shellcheck disable=SC2059
+            printf "$req" "$HOT" >&3
+            exec 3>&-
+        fi
+        n=$((n + 1))
+    done 2>/dev/null
+    echo "$n" >"$TMP/flooded"
+}
+flood &
+flooder=$!
+probes=()
+for ((i = 0; i < 25; i++)); do
+    sleep 0.2
+    buy "/buy/$COLD" '{"amount": 0}' # parsed, refused: 400, and nothing bought
+    probes+=("$STATUS")
+    http GET /healthz
+    probes+=("$STATUS")
+done
+wait "$flooder"
+rcli DEL "lock:product:$HOT" >/dev/null
+rcli LPUSH "wake:product:$HOT" 1 >/dev/null
+statuses=$(printf '%s\n' "${probes[@]}" | sort | uniq -c | awk '{printf "%s×%s ", $1, $2}')
+same "hang-up flood ($(cat "$TMP/flooded") requests): every purchase of another product and every /healthz answered ($statuses)" \
+    "$(printf '%s\n' "${probes[@]}" | grep -cxE '400|200')" 50
+
+# The queue drains (409s, and the stock hint): no flood request is left in a
+# worker when the next checks run.
+for ((i = 0; i < 600; i++)); do
+    [[ $(blocked) == 0 && $(curl -s -o /dev/null -w '%{http_code}' "$BASE_URL/buy/$HOT" \
+        -H 'Content-Type: application/json' -d '{"amount": 100000}') == 409 ]] && break
+    sleep 0.1
+done
+same "the flood bought nothing" "$(sold "$HOT")" "$hot_sold"
+
+# A purchase whose client hung up is made all the same; its key tells.
+key=hung-up-$$
+before=$(sold "$COLD")
+exec 3<>"/dev/tcp/127.0.0.1/${BASE_URL##*:}"
+printf 'POST /buy/%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nIdempotency-Key: %s\r\nContent-Length: 13\r\nConnection: close\r\n\r\n{"amount": 1}' \
+    "$COLD" "$key" >&3
+exec 3>&-
+for ((i = 0; i < 100; i++)); do
+    [[ $(sold "$COLD") != "$before" ]] && break
+    sleep 0.05
+done
+same "a purchase whose client hung up is made" "$(sold "$COLD")" "$((before + 1))"
+buy "/buy/$COLD" '{"amount": 1}' -H "Idempotency-Key: $key"
+expect "and a retry with its key answers 200, replayed" 200
+same "... as a replay" "$(header Idempotent-Replayed)" true
+
 same "no lock key is left in Redis" "$(lock_keys)" 0
 finish
