@@ -11,6 +11,7 @@
 
 #include "clock.h"
 #include "config.h"
+#include "fault.h"
 #include "log.h"
 #include "store.h"
 
@@ -173,8 +174,11 @@ static int wait_input(struct store *st, int64_t deadline)
     return 0;
 }
 
-/* Reads one step's results (up to libpq's NULL), keeping the first error,
- * or else the first result, in *res. -1 when the deadline passed. */
+/* Reads one step's results (up to libpq's NULL), keeping the first in *res.
+ * A statement has one result; an error after it is the session ending (a
+ * termination notice behind a COMMIT's answer, say), and changes nothing of
+ * what the statement did: the sync, or the next round trip, reports it.
+ * -1 when the deadline passed. */
 static int read_step(struct store *st, int64_t deadline, PGresult **res)
 {
     PGresult *r;
@@ -185,8 +189,7 @@ static int read_step(struct store *st, int64_t deadline, PGresult **res)
         if ((r = PQgetResult(st->conn)) == NULL)
             return 0;
         int sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
-        if (*res == NULL || (is_error(r) && !is_error(*res))) {
-            PQclear(*res);
+        if (*res == NULL) {
             *res = r;
         } else {
             PQclear(r);
@@ -233,6 +236,12 @@ static enum store_status run(struct store *st, const struct step *steps, int n, 
         else
             sent = PQsendQueryParams(st->conn, s->sql, 0, NULL, NULL, NULL, NULL, 0);
     }
+#ifdef STOCK_FAULT_POINTS
+    /* A COMMIT that reached the server and ran, its Sync not sent yet: the
+     * moment a session can end between the COMMIT's answer and the Sync's. */
+    if (commits && sent && PQflush(st->conn) == 0)
+        FAULT_POINT("commit_unsynced");
+#endif
     if (!sent || PQpipelineSync(st->conn) != 1) {
         /* Part of the pipeline may have reached the server; without its
          * Sync it cannot complete, but a round trip that commits is not
@@ -261,11 +270,17 @@ static enum store_status run(struct store *st, const struct step *steps, int n, 
             st->failed_step = i;
         }
     }
-    /* Every result is read; this fails only if the connection broke, and a
-     * fresh session is the way back then. */
+    /* Every result is read; this fails only if the session broke after
+     * them (a termination notice that arrived behind the Sync, say), and a
+     * fresh session is the way back then. What was read stands: a COMMIT
+     * whose success was read is a sale. Any other round trip leaves an open
+     * transaction behind, lost with the session, so it failed. */
     if (PQexitPipelineMode(st->conn) != 1) {
-        if (rc == STORE_OK)
+        if (rc == STORE_OK && !commits)
             rc = fail(st, NULL, "pipeline", commits);
+        else if (rc == STORE_OK)
+            log_warn("postgres: session broke after its COMMIT was confirmed: %s",
+                     PQerrorMessage(st->conn));
         store_close(st);
     }
     if (rc != STORE_OK)

@@ -142,6 +142,36 @@ fcgi_buy "$T" >"$TMP/answer"
 check "after its backend was terminated, its next purchase succeeds" grep -q '^Status: 200' "$TMP/answer"
 stop_worker
 
+# The session ends right after its COMMIT ran: the worker stops itself once
+# the COMMIT is sent, before its Sync (fault point commit_unsynced); the
+# backend commits and is then terminated, so the COMMIT's answer is followed
+# by the termination notice, not by the Sync's (as when pg_terminate_backend
+# lands there by chance under load). The COMMIT's success is read: that is a sale, answered 200, and
+# not outcome_unknown (a client without a key would buy twice on a retry).
+K=$(new_product "Terminated after COMMIT" 10)
+STOCK_FAULT=commit_unsynced start_worker
+fcgi_buy "$K" "after-commit-$$" >"$TMP/answer" &
+buyer=$!
+check "ended after COMMIT: the worker stops once its COMMIT is sent" wait_stopped
+for ((i = 0; i < 100; i++)); do
+    [[ $(sold "$K") == 1 ]] && break
+    sleep 0.05
+done
+same "ended after COMMIT: PostgreSQL committed the purchase" "$(sold "$K")" 1
+sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'stock-fcgi'" \
+    >/dev/null
+for ((i = 0; i < 100; i++)); do
+    [[ $(sql "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'stock-fcgi'") == 0 ]] &&
+        break
+    sleep 0.05
+done
+kill -CONT "$WORKER"
+wait "$buyer"
+check "ended after COMMIT: the answer is 200" grep -q '^Status: 200' "$TMP/answer"
+same "ended after COMMIT: its key says 200 too" \
+    "$(sql "SELECT status FROM idempotency_keys WHERE key = 'after-commit-$$'")" 200
+stop_worker
+
 # The connection breaks while the purchase statement runs, before its
 # COMMIT was sent: nothing can have been bought, and the answer is a plain
 # 503. The statement waits on a row lock (hold_row), so it is provably in
