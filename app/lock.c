@@ -25,8 +25,9 @@ static const char *const script_source[SCRIPT_COUNT] = {
      * less stock than wanted, answer {2, stock} without the lock, and pass
      * on the token that woke the caller, if the lock is free: the caller
      * will release nothing that wakes the next waiter. Else take the lock if it is free and, in
-     * the same step, draw the next fence: {1, fence}. Else {0, ms the holder
-     * has left}, the longest a wait for its release can take. */
+     * the same step, draw the next fence and keep the counter FENCE_TTL_MS
+     * more: {1, fence}. Else {0, ms the holder has left}, the longest a wait
+     * for its release can take. */
     [SCRIPT_ACQUIRE] =
         "local want = tonumber(ARGV[3]) "
         "if want > 0 then "
@@ -41,13 +42,17 @@ static const char *const script_source[SCRIPT_COUNT] = {
         "  end "
         "end "
         "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
-        "  return {1, redis.call('INCR', KEYS[2])} "
+        "  local fence = redis.call('INCR', KEYS[2]) "
+        "  redis.call('PEXPIRE', KEYS[2], " FENCE_TTL_MS_TEXT ") "
+        "  return {1, fence} "
         "end "
         "return {0, redis.call('PTTL', KEYS[1])}",
-    /* Release (x = ttl, y = stock seen, -1 for none): delete the lock only
-     * if it still holds our token (a plain DEL would free a lock that
-     * expired while we were slow and now belongs to someone else); then
-     * leave one wake-up token for the next waiter, and the stock seen. */
+    /* Release (x = ttl, y = stock seen, -1 for none, -2 for no such
+     * product): delete the lock only if it still holds our token (a plain
+     * DEL would free a lock that expired while we were slow and now belongs
+     * to someone else); then leave one wake-up token for the next waiter,
+     * and the stock seen. A product that does not exist keeps no counter:
+     * ids are the client's to choose. */
     [SCRIPT_RELEASE] =
         "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, 0} end "
         "redis.call('DEL', KEYS[1], KEYS[3]) "
@@ -55,6 +60,8 @@ static const char *const script_source[SCRIPT_COUNT] = {
         "redis.call('PEXPIRE', KEYS[3], ARGV[2]) "
         "if tonumber(ARGV[3]) >= 0 then "
         "  redis.call('SET', KEYS[4], ARGV[3], 'PX', " STOCK_HINT_MS_TEXT ") "
+        "elseif ARGV[3] == '-2' then "
+        "  redis.call('DEL', KEYS[2]) "
         "end "
         "return {1, 0}",
     /* Refence (x = PostgreSQL's new fence epoch): while we still hold the
@@ -65,7 +72,9 @@ static const char *const script_source[SCRIPT_COUNT] = {
         "if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[2]) then "
         "  redis.call('SET', KEYS[2], ARGV[2]) "
         "end "
-        "return {1, redis.call('INCR', KEYS[2])}",
+        "local fence = redis.call('INCR', KEYS[2]) "
+        "redis.call('PEXPIRE', KEYS[2], " FENCE_TTL_MS_TEXT ") "
+        "return {1, fence}",
 };
 /* clang-format on */
 
@@ -285,7 +294,7 @@ enum lock_status lock_ready(struct lock_client *lc)
         return LOCK_UNAVAILABLE;
     }
     if (lc->unreleased.key[0] != '\0') {
-        switch (run_release(lc, &lc->unreleased, -1)) {
+        switch (run_release(lc, &lc->unreleased, LOCK_STOCK_NONE)) {
         case -1:
             return LOCK_UNAVAILABLE;
         case 1:
@@ -384,7 +393,7 @@ enum lock_status lock_acquire(struct lock_client *lc, int32_t product, int32_t w
             /* An acquire that timed out may still have been applied: it is
              * released as soon as Redis answers again, or expires by TTL. */
             if (lc->redis == NULL)
-                (void)lock_release(lc, lk, -1);
+                (void)lock_release(lc, lk, LOCK_STOCK_NONE);
             return LOCK_UNAVAILABLE;
         }
         int64_t left = deadline - clock_ms();

@@ -68,37 +68,60 @@ static void lock_lost(struct worker *w, const struct purchase *p, const char *wh
 static const char fenced[] = "PostgreSQL has applied a newer fence";
 static const char spent[] = "its validity was spent before COMMIT";
 
-/* PostgreSQL refused our fence as not newer than one it applied. If the
- * lock is still ours, Redis lost its fence counter (a restart without
- * persistence) and drew our fence from the start again. The counter cannot
- * know how far it had got, so a new epoch begins in PostgreSQL, above every
- * fence handed out before (a holder from before the restart included), and
- * the counter continues from there. */
-static enum store_status reseed(struct worker *w, struct lock *lk, struct purchase *p,
-                                struct outcome *out, const char **why)
+/* Whether the lock is still ours to commit under, with the time a COMMIT
+ * may take in reserve (see lock_valid). */
+static int time_left(struct worker *w, const struct lock *lk)
+{
+    return lock_valid(&w->lock, lk, w->cfg->statement_timeout_ms + STATEMENT_GRACE_MS);
+}
+
+/* Starts a new fence epoch for the product, and buys under it. The epoch
+ * begins in PostgreSQL, above every fence handed out before, and the counter
+ * in Redis continues from there, so no holder from before (one paused across
+ * a Redis restart included) can outbid a grant made after. Needed whenever
+ * the counter cannot know how far it had got: *cause says which. */
+static enum store_status new_epoch(struct worker *w, struct lock *lk, struct purchase *p,
+                                   struct outcome *out, const char **why, const char *cause)
 {
     int64_t epoch;
-    enum lock_status ls = lock_owned(&w->lock, lk);
-    if (ls == LOCK_OK) {
-        enum store_status st = store_new_epoch(&w->store, p->product, &epoch);
-        if (st != STORE_OK)
-            return st;
-        ls = lock_refence(&w->lock, lk, epoch);
-    }
+    enum store_status st = store_new_epoch(&w->store, p->product, &epoch);
+    if (st == STORE_NOT_FOUND)
+        return store_buy(&w->store, p, out); /* it says so, and records it for a key */
+    if (st != STORE_OK)
+        return st;
+    enum lock_status ls = lock_refence(&w->lock, lk, epoch);
     if (ls == LOCK_LOST)
         return STORE_FENCED; /* we are the stale holder the fence is for */
     if (ls != LOCK_OK) {
         log_warn("%s", w->lock.err);
         return STORE_UNAVAILABLE;
     }
-    log_warn("product %d: fence counter was behind PostgreSQL (%lld); new epoch, fence %lld",
-             (int)p->product, (long long)out->fence, (long long)lk->fence);
+    log_info("product %d: new fence epoch (%s), fence %lld", (int)p->product, cause,
+             (long long)lk->fence);
     p->fence = lk->fence;
-    if (!lock_valid(&w->lock, lk, w->cfg->statement_timeout_ms + STATEMENT_GRACE_MS)) {
+    if (!time_left(w, lk)) {
         *why = spent;
         return STORE_FENCED;
     }
     return store_buy(&w->store, p, out);
+}
+
+/* PostgreSQL refused our fence as not newer than one it applied. If the
+ * lock is still ours, the counter went back (Redis restarted, or failed over
+ * to a replica that was behind) and needs a new epoch; else we are the stale
+ * holder the fence is for. */
+static enum store_status reseed(struct worker *w, struct lock *lk, struct purchase *p,
+                                struct outcome *out, const char **why)
+{
+    switch (lock_owned(&w->lock, lk)) {
+    case LOCK_OK:
+        return new_epoch(w, lk, p, out, why, "the counter was behind PostgreSQL");
+    case LOCK_LOST:
+        return STORE_FENCED;
+    default:
+        log_warn("%s", w->lock.err);
+        return STORE_UNAVAILABLE;
+    }
 }
 
 /* The purchase under the lock: buy, then commit only while the lock is
@@ -110,13 +133,25 @@ static enum store_status buy(struct worker *w, struct lock *lk, struct purchase 
     FAULT_POINT("locked");
     *why = fenced;
     p->fence = lk->fence;
-    enum store_status st = store_buy(&w->store, p, out);
-    if (st == STORE_FENCED)
-        st = reseed(w, lk, p, out, why);
+    enum store_status st;
+    if (lk->fence == 1) {
+        /* A counter that starts now (its first grant ever, or Redis lost
+         * it: a restart, FENCE_TTL_MS without a sale) knows nothing of the
+         * fences before it. A holder whose time is up writes nothing. */
+        if (!time_left(w, lk)) {
+            *why = spent;
+            return STORE_FENCED;
+        }
+        st = new_epoch(w, lk, p, out, why, "a new counter");
+    } else {
+        st = store_buy(&w->store, p, out);
+        if (st == STORE_FENCED)
+            st = reseed(w, lk, p, out, why);
+    }
     if (st != STORE_OK)
         return st;
     FAULT_POINT("before_commit");
-    if (!lock_valid(&w->lock, lk, w->cfg->statement_timeout_ms + STATEMENT_GRACE_MS)) {
+    if (!time_left(w, lk)) {
         store_rollback(&w->store);
         *why = spent;
         return STORE_FENCED;
@@ -184,7 +219,8 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
      * PostgreSQL, not the lock, guards the stock. */
     stock_seen = st == STORE_OK             ? out.order.remaining
                  : st == STORE_INSUFFICIENT ? out.available
-                                            : -1;
+                 : st == STORE_NOT_FOUND    ? LOCK_STOCK_NO_PRODUCT
+                                            : LOCK_STOCK_NONE;
     switch (lock_release(&w->lock, &lk, stock_seen)) {
     case LOCK_OK:
         break;

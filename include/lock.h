@@ -9,6 +9,13 @@
  *            random bits from getrandom(), so only its owner can release
  *            it; the fence only grows, so PostgreSQL can refuse a purchase
  *            from a holder whose lock expired and was granted again since.
+ *   fences   the counter lives FENCE_TTL_MS after its last grant, and a
+ *            release that found no such product deletes it: every key the
+ *            lock makes expires, however many ids clients make up. A
+ *            counter that starts again (fence 1: its first grant, after a
+ *            restart or an expiry) knows nothing of the fences before it:
+ *            the purchase then starts a new epoch in PostgreSQL, above all
+ *            of them, and continues the counter from there (purchase.c).
  *   wait     a busy lock is waited for on a blocking BLPOP of
  *            wake:product:{id}, which the release fills: one command per
  *            release, not one per poll, and the hand-off takes one round
@@ -46,6 +53,15 @@ struct redisContext;
  * a restock shows after at most this long. */
 #define STOCK_HINT_MS      1000
 #define STOCK_HINT_MS_TEXT "1000"
+
+/* How long a product's fence counter outlives its last grant: a day. A
+ * counter that expired costs its next purchase one more round trip to each
+ * of PostgreSQL and Redis (a new epoch). */
+#define FENCE_TTL_MS_TEXT "86400000"
+
+/* lock_release's stock_seen: none to leave; no such product. */
+#define LOCK_STOCK_NONE       (-1)
+#define LOCK_STOCK_NO_PRODUCT (-2)
 
 enum lock_status {
     LOCK_OK,
@@ -111,8 +127,10 @@ enum lock_status lock_refence(struct lock_client *lc, struct lock *lk, int64_t f
 int lock_valid(const struct lock_client *lc, const struct lock *lk, int reserve_ms);
 
 /* Releases lk if it still holds our token, wakes the next waiter and, if
- * stock_seen >= 0, leaves it as the product's stock hint. Returns LOCK_OK,
- * LOCK_LOST or LOCK_UNAVAILABLE (the lock then expires by its TTL). */
+ * stock_seen >= 0, leaves it as the product's stock hint;
+ * LOCK_STOCK_NO_PRODUCT deletes the product's fence counter. Returns
+ * LOCK_OK, LOCK_LOST or LOCK_UNAVAILABLE (the lock then expires by its
+ * TTL). */
 enum lock_status lock_release(struct lock_client *lc, const struct lock *lk, int64_t stock_seen);
 
 /* One round trip (PING). Returns LOCK_OK or LOCK_UNAVAILABLE. */

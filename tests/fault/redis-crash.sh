@@ -26,6 +26,6 @@ same "no request hung or went unanswered" "$(answered 000)" 0
 check "Redis back: purchases resume ($sold_up, then $(sold "$P"))" test "$(sold "$P")" -gt "$sold_up"
 same "Redis back: without restarting the workers" "$(workers)" "$pids"
 check "Redis back: the product's fence counter started a new epoch" \
-    grep -q "product $P: fence counter was behind PostgreSQL" "$RUN_DIR/log/app.log"
+    grep -q "product $P: new fence epoch" "$RUN_DIR/log/app.log"
 check_invariants "$P" 100000
 finish

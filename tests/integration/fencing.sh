@@ -16,11 +16,42 @@ buy "/buy/$P" '{"amount": 1}'
 read -r f1 f2 <<<"$(fences "$P")"
 check "each sale records its grant's fence, and fences grow ($f1 < $f2)" test "$f1" -lt "$f2"
 same "the product keeps the last fence applied" "$(sql "SELECT fence FROM products WHERE id = $P")" "$f2"
+same "a product's first sale starts its first epoch (its counter is new)" "$((f1 >> 32))" 1
+
+# Every key the lock makes expires. The counter lives a day after its last
+# grant; once it is gone, the next sale starts a new epoch, above every fence
+# before it (here PEXPIRE stands in for a day without a sale).
+ttl=$(rcli PTTL "fence:product:$P")
+check "the fence counter expires a day after its last grant ($ttl ms)" \
+    test "$ttl" -gt 86000000 -a "$ttl" -le 86400000
+rcli PEXPIRE "fence:product:$P" 1 >/dev/null
+for ((i = 0; i < 50; i++)); do
+    [[ $(rcli EXISTS "fence:product:$P") == 0 ]] && break
+    sleep 0.02
+done
+buy "/buy/$P" '{"amount": 1}'
+expect "counter expired: the next purchase succeeds" 200
+read -r _ _ f3 <<<"$(fences "$P")"
+check "counter expired: its fence is of the next epoch ($f2 < $f3)" \
+    test "$f2" -lt "$f3" -a "$((f3 >> 32))" -eq "$(((f2 >> 32) + 1))"
+
+# Ids are the client's to choose: purchases of products that do not exist
+# leave no key behind (the release deletes their counters), and no key in
+# Redis is without an expiry.
+seq 2000000 2000299 | xargs -P 8 -I{} curl -s -o /dev/null -w '%{http_code}\n' -X POST \
+    "$BASE_URL/buy/{}" -H 'Content-Type: application/json' -d '{"amount": 1}' >"$TMP/unknown"
+same "300 unknown product ids: 300 × 404" "$(grep -cx 404 "$TMP/unknown")" 300
+same "300 unknown product ids: no fence counter left for them" \
+    "$(rcli --scan --pattern 'fence:product:2000[0-2][0-9][0-9]' | wc -l)" 0
+forever=$(rcli --scan | while read -r k; do [[ $(rcli PTTL "$k") == -1 ]] && echo "$k"; done)
+same "no key in Redis lives forever ($(head -n 3 <<<"${forever:-none}" | tr '\n' ' '))" \
+    "$(grep -c . <<<"$forever")" 0
 
 # A holder paused (SIGSTOP) right after it took the lock, for longer than the
 # TTL; meanwhile someone else buys. Woken, its purchase must be refused.
 # TTL 4000 ms is the smallest the default timeouts allow (> 2 x 1750).
 S=$(new_product "Stale holder" 10)
+buy "/buy/$S" '{"amount": 1}' # not the first grant: that one starts an epoch first
 STOCK_FAULT=locked LOCK_TTL_MS=4000 start_worker
 fcgi_buy "$S" >"$TMP/answer" &
 buyer=$!
@@ -33,7 +64,7 @@ wait "$buyer"
 check "stale holder: woken, it answers 503" grep -q '^Status: 503' "$TMP/answer"
 check "stale holder: with code lock_lost" grep -q '"code":"lock_lost"' "$TMP/answer"
 check "stale holder: and Retry-After" grep -q '^Retry-After: 1' "$TMP/answer"
-same "stale holder: only the other buyer's unit was sold" "$(sold "$S")/$(stock "$S")" "1/9"
+same "stale holder: only the other buyers' units were sold" "$(sold "$S")/$(stock "$S")" "2/8"
 check "stale holder: the refusal is logged" grep -q "lock lost (PostgreSQL has applied a newer fence)" \
     "$TMP/w.log"
 stop_worker
@@ -55,8 +86,8 @@ check "spent validity: the reason is logged" grep -q "its validity was spent bef
 stop_worker
 
 # Redis restarted without persistence: every fence counter starts again at
-# 1, below what PostgreSQL has applied. The holder still owns its lock, so
-# it reseeds the counter from PostgreSQL and the purchase goes through.
+# 1, below what PostgreSQL has applied. Its first holder starts a new epoch
+# from PostgreSQL's fence, and the purchase goes through.
 R=$(new_product "Redis restart" 10)
 buy "/buy/$R" '{"amount": 1}'
 buy "/buy/$R" '{"amount": 1}'
@@ -69,8 +100,8 @@ expect "Redis restarted: the next purchase still succeeds" 200
 after=$(sql "SELECT fence FROM products WHERE id = $R")
 check "Redis restarted: its fence is newer than before the restart ($before < $after)" \
     test "$before" -lt "$after"
-check "Redis restarted: the reseed is logged" grep -q "fence counter was behind PostgreSQL" \
-    "$RUN_DIR/log/app.log"
+check "Redis restarted: the new epoch is logged" \
+    grep -q "product $R: new fence epoch (a new counter)" "$RUN_DIR/log/app.log"
 buy "/buy/$R" '{"amount": 1}'
 expect "Redis restarted: and the purchases after it too" 200
 same "Redis restarted: 4 sold, fences strictly growing" \

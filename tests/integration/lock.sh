@@ -85,12 +85,13 @@ O=$(new_product "Sold out" 2)
 buy "/buy/$O" '{"amount": 2}'
 expect "sold out: the last units sell" 200
 same "sold out: the release leaves the stock it saw" "$(rcli GET "stock:product:$O")" 0
-sets=$(calls set)
+# Every grant draws a fence: an unchanged counter means no grant.
+fence=$(rcli GET "fence:product:$O")
 for i in 1 2 3; do
     buy "/buy/$O" '{"amount": 1}'
     expect "sold out: buyer $i is refused (409) with the stock seen" 409 insufficient_stock
 done
-same "sold out: none of them took the lock" "$(calls set)" "$sets"
+same "sold out: none of them took the lock" "$(rcli GET "fence:product:$O")" "$fence"
 buy "/buy/$O" '{"amount": 1}' -H "Idempotency-Key: sold-out-$$"
 expect "sold out: a keyed buyer still asks PostgreSQL (its answer is recorded)" 409 insufficient_stock
 same "sold out: and its refusal was recorded" \
