@@ -79,9 +79,11 @@ static int time_left(struct worker *w, const struct lock *lk)
  * begins in PostgreSQL, above every fence handed out before, and the counter
  * in Redis continues from there, so no holder from before (one paused across
  * a Redis restart included) can outbid a grant made after. Needed whenever
- * the counter cannot know how far it had got: *cause says which. */
+ * the counter cannot know how far it had got: cause says which, logged at
+ * level (a counter that went back is news; one that starts again is not). */
 static enum store_status new_epoch(struct worker *w, struct lock *lk, struct purchase *p,
-                                   struct outcome *out, const char **why, const char *cause)
+                                   struct outcome *out, const char **why, enum log_level level,
+                                   const char *cause)
 {
     int64_t epoch;
     enum store_status st = store_new_epoch(&w->store, p->product, &epoch);
@@ -96,8 +98,8 @@ static enum store_status new_epoch(struct worker *w, struct lock *lk, struct pur
         log_warn("%s", w->lock.err);
         return STORE_UNAVAILABLE;
     }
-    log_info("product %d: new fence epoch (%s), fence %lld", (int)p->product, cause,
-             (long long)lk->fence);
+    log_msg(level, "product %d: new fence epoch (%s), fence %lld", (int)p->product, cause,
+            (long long)lk->fence);
     p->fence = lk->fence;
     if (!time_left(w, lk)) {
         *why = spent;
@@ -115,7 +117,7 @@ static enum store_status reseed(struct worker *w, struct lock *lk, struct purcha
 {
     switch (lock_owned(&w->lock, lk)) {
     case LOCK_OK:
-        return new_epoch(w, lk, p, out, why, "the counter was behind PostgreSQL");
+        return new_epoch(w, lk, p, out, why, LOG_WARN, "the counter was behind PostgreSQL");
     case LOCK_LOST:
         return STORE_FENCED;
     default:
@@ -142,7 +144,7 @@ static enum store_status buy(struct worker *w, struct lock *lk, struct purchase 
             *why = spent;
             return STORE_FENCED;
         }
-        st = new_epoch(w, lk, p, out, why, "a new counter");
+        st = new_epoch(w, lk, p, out, why, LOG_INFO, "a new counter");
     } else {
         st = store_buy(&w->store, p, out);
         if (st == STORE_FENCED)
