@@ -160,15 +160,21 @@ static int is_error(const PGresult *res)
     return s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK && s != PGRES_PIPELINE_SYNC;
 }
 
-/* Waits until libpq has a result ready, or the deadline passes (-1). */
+/* Waits until libpq has a result ready, or the deadline passes (-1). What
+ * has arrived by then is still read, however late this looks: a worker that
+ * was itself paused (SIGSTOP, a stalled VM) must not call an answer that is
+ * waiting in its socket lost. */
 static int wait_input(struct store *st, int64_t deadline)
 {
     while (PQisBusy(st->conn)) {
         int64_t left = deadline - clock_ms();
         struct pollfd pfd = {.fd = PQsocket(st->conn), .events = POLLIN};
-        if (left <= 0 || (poll(&pfd, 1, (int)left) < 0 && errno != EINTR))
+        int ready = poll(&pfd, 1, left > 0 ? (int)left : 0);
+        if (ready < 0 && errno != EINTR)
             return -1;
-        if (PQconsumeInput(st->conn) == 0)
+        if (ready == 0 && left <= 0)
+            return -1;
+        if (ready > 0 && PQconsumeInput(st->conn) == 0)
             return 0; /* the connection broke: PQgetResult reports it */
     }
     return 0;

@@ -168,6 +168,7 @@ done
 kill -CONT "$WORKER"
 wait "$buyer"
 check "ended after COMMIT: the answer is 200" grep -q '^Status: 200' "$TMP/answer"
+grep -q '^Status: 200' "$TMP/answer" || sed 's/^/#   /' "$TMP/answer" "$TMP/w.log" | tail -n 12
 same "ended after COMMIT: its key says 200 too" \
     "$(sql "SELECT status FROM idempotency_keys WHERE key = 'after-commit-$$'")" 200
 stop_worker
