@@ -10,15 +10,22 @@
  * must not keep a worker reading forever. */
 #define DRAIN_MAX (64 * 1024)
 
-/* How many times a parameter came: nginx passes a header that a client sent
- * twice as two parameters, and FCGX_GetParam finds only the first. */
-static int count_param(const char *name, FCGX_ParamArray envp)
+/* Every value of a parameter: nginx passes a header that a client sent
+ * twice as two parameters, and FCGX_GetParam finds only the first. Returns
+ * how many came; *coded is the first that names a content coding. */
+static int scan_param(const char *name, FCGX_ParamArray envp, const char **coded)
 {
     size_t n = strlen(name);
     int count = 0;
-    for (; *envp != NULL; envp++)
-        if (strncmp(*envp, name, n) == 0 && (*envp)[n] == '=')
-            count++;
+    if (coded != NULL)
+        *coded = NULL;
+    for (; *envp != NULL; envp++) {
+        if (strncmp(*envp, name, n) != 0 || (*envp)[n] != '=')
+            continue;
+        count++;
+        if (coded != NULL && *coded == NULL && request_has_coding(*envp + n + 1))
+            *coded = *envp + n + 1;
+    }
     return count;
 }
 
@@ -29,8 +36,9 @@ void http_request_init(struct http_request *req, FCGX_Request *fcgi)
     req->content_type = FCGX_GetParam("CONTENT_TYPE", fcgi->envp);
     req->content_length = FCGX_GetParam("CONTENT_LENGTH", fcgi->envp);
     req->idempotency_key = FCGX_GetParam("HTTP_IDEMPOTENCY_KEY", fcgi->envp);
-    req->idempotency_keys = count_param("HTTP_IDEMPOTENCY_KEY", fcgi->envp);
-    req->content_encoding = FCGX_GetParam("HTTP_CONTENT_ENCODING", fcgi->envp);
+    req->idempotency_keys = scan_param("HTTP_IDEMPOTENCY_KEY", fcgi->envp, NULL);
+    req->content_types = scan_param("HTTP_CONTENT_TYPE", fcgi->envp, NULL);
+    (void)scan_param("HTTP_CONTENT_ENCODING", fcgi->envp, &req->content_encoding);
     req->request_id = FCGX_GetParam("HTTP_X_REQUEST_ID", fcgi->envp);
     req->in = fcgi->in;
     if (req->method == NULL)

@@ -18,8 +18,13 @@ static enum problem read_request(struct http_request *req, int32_t *amount, cons
     *detail = NULL;
     if (!request_is_json(req->content_type))
         return PROBLEM_UNSUPPORTED_MEDIA_TYPE;
+    /* nginx's CONTENT_TYPE is the first of them: which one was meant? */
+    if (req->content_types > 1) {
+        *detail = "Send one Content-Type header, not several.";
+        return PROBLEM_UNSUPPORTED_MEDIA_TYPE;
+    }
     /* A body labelled gzip but sent plain would otherwise buy. */
-    if (request_has_coding(req->content_encoding)) {
+    if (req->content_encoding != NULL) {
         *detail = "The request body must be sent as it is, without a Content-Encoding.";
         return PROBLEM_UNSUPPORTED_MEDIA_TYPE;
     }

@@ -232,6 +232,13 @@ static enum store_status run(struct store *st, const struct step *steps, int n, 
 
     for (int i = 0; i < n; i++)
         res[i] = NULL;
+    /* A session known to be broken runs nothing: whatever this round trip
+     * was, a COMMIT included, it cannot have happened. */
+    if (PQstatus(st->conn) != CONNECTION_OK) {
+        set_err(st, "postgres: the connection was lost: %s", PQerrorMessage(st->conn));
+        store_close(st);
+        return STORE_UNAVAILABLE;
+    }
     int sent = PQenterPipelineMode(st->conn);
     for (int i = 0; i < n && sent; i++) {
         const struct step *s = &steps[i];

@@ -22,7 +22,8 @@ struct http_request {
     const char *content_length;   /* CONTENT_LENGTH, or NULL */
     const char *idempotency_key;  /* the (first) Idempotency-Key header, or NULL */
     int idempotency_keys;         /* how many Idempotency-Key headers came */
-    const char *content_encoding; /* the Content-Encoding header, or NULL */
+    int content_types;            /* how many Content-Type headers came */
+    const char *content_encoding; /* a Content-Encoding header naming a coding, or NULL */
     const char *request_id;       /* X-Request-Id as nginx passes it, or NULL */
     FCGX_Stream *in;
 };

@@ -133,6 +133,11 @@ for ce in gzip br identity; do
     row 415 unsupported_media_type "Content-Encoding: $ce on a plain body buys nothing" POST "$B" \
         "${J[@]}" -H "Content-Encoding: $ce" --data-binary '{"amount": 1}'
 done
+row 415 unsupported_media_type "an empty Content-Encoding, then gzip" POST "$B" "${J[@]}" \
+    -H 'Content-Encoding;' -H 'Content-Encoding: gzip' --data-binary '{"amount": 1}'
+row 415 unsupported_media_type "two Content-Types (JSON, then text)" POST "$B" "${J[@]}" \
+    -H 'Content-Type: text/plain' --data-binary '{"amount": 1}'
+check "its detail says to send one" grep -q 'one Content-Type' <<<"$BODY"
 printf '{"amount": 1}' | gzip >"$TMP/gz"
 row 415 unsupported_media_type "a gzipped body" POST "$B" "${J[@]}" -H 'Content-Encoding: gzip' \
     --data-binary @"$TMP/gz"

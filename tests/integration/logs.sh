@@ -75,6 +75,8 @@ for log in "$APP_LOG" "$ACCESS_LOG"; do
     same "nor a /metrics answered 200" "$(grep -cF "\"request_id\":\"$id-scrape\"" "$log")" 0
     same "a /healthz answered 405 is" "$(grep -cF "\"request_id\":\"$id-badprobe\"" "$log")" 1
 done
+check "nginx logs the method the client sent, also for its own error answers (POST, 413)" \
+    grep -q '"request_id":"too-large".*"method":"POST".*"status":413' "$ACCESS_LOG"
 
 # Connections are events, named without credentials.
 check "the workers log their Redis connection" grep -qF '"msg":"redis connected: ' "$APP_LOG"
