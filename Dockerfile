@@ -21,6 +21,10 @@ RUN apt-get update \
  && useradd --system --no-create-home --shell /usr/sbin/nologin stock
 COPY --from=build /src/build/stock-fcgi /usr/local/bin/stock-fcgi
 COPY nginx /usr/local/share/stock-api/nginx
-# The responders' socket directory, shared with the nginx container.
-RUN mkdir -p /run/stock
+# The responders' socket directory, shared with the nginx container through
+# a volume (a new volume starts as a copy of it): the workers (user stock)
+# create their shared metrics file in it, and nginx's workers (group
+# www-data) pass through it to the sockets. docker-compose.yml sets it so
+# again at every start, for a volume made by an older image.
+RUN install -d -o stock -g www-data -m 0750 /run/stock
 CMD ["/usr/local/bin/stock-fcgi", "--help"]

@@ -99,5 +99,9 @@ fi
 # release build, on a stack of their own.
 wanted commands && suite commands tests/integration/commands.sh
 
+# The docker-compose demo, built and run for real with podman (see the
+# script: stand-ins for the registry images, a store of its own).
+wanted compose && suite compose tests/compose/smoke.sh
+
 echo "$PASSED passed, $FAILED failed"
 ((FAILED == 0))

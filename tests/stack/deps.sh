@@ -20,7 +20,7 @@ spawn-fcgi multiwatch nginx redis-server postgresql postgresql-client curl"
 # jq and the compilers for the tests; podman and its helpers, debootstrap and
 # docker-compose for the compose smoke test (tests/compose/).
 TEST_PACKAGES="jq clang-format clang libclang-rt-dev docker-compose
-podman runc netavark aardvark-dns debootstrap"
+podman runc netavark aardvark-dns iptables debootstrap"
 BENCH_PACKAGES="wrk gnuplot-nox bsdextrautils"
 
 case "${1:-run}" in
