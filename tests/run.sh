@@ -18,7 +18,7 @@ wanted() { [[ -z ${SUITES:-} || " $SUITES " == *" $1 "* ]]; }
 # suite NAME COMMAND...: runs one suite, shows its output, counts its results.
 # A suite that dies without reporting a failure counts as one.
 suite() {
-    local name=$1 out rc pass fail
+    local name=$1 out rc pass fail start=$SECONDS
     shift
     echo "== $name"
     out=$(mktemp)
@@ -32,6 +32,7 @@ suite() {
     fi
     PASSED=$((PASSED + pass))
     FAILED=$((FAILED + fail))
+    echo "# $name: $pass passed, $fail failed, $((SECONDS - start)) s"
     rm -f "$out"
 }
 

@@ -53,7 +53,7 @@ http POST "/buy/$P" --data-binary '{"amount": 1}'
 expect "415 unsupported_media_type: curl's default form type" 415 unsupported_media_type
 http POST "/buy/$P" -H 'Content-Type:' --data-binary '{"amount": 1}'
 expect "415 unsupported_media_type: no Content-Type" 415 unsupported_media_type
-buy "/buy/$P" '{"amount": 1}' -H 'Content-Type: application/json; charset=utf-8'
+http POST "/buy/$P" -H 'Content-Type: application/json; charset=utf-8' --data-binary '{"amount": 1}'
 expect "200: application/json with a charset parameter" 200
 before=$(snapshot) # that one bought a unit, on purpose
 

@@ -56,6 +56,7 @@ SH
 #!/bin/sh
 # Stand-in for apt-get: logs each call; "install" obeys $APT_MODE.
 echo "apt-get $*" >>"$FAKE/calls"
+[ "$1" = -o ] && shift 2 # an option with its value
 case "$1" in
 update) : >"$FAKE/updated"; exit 0 ;;
 install) ;;
@@ -126,10 +127,20 @@ run_deps
 check "policy present: exit 0 after installing" test "$RC" -eq 0
 check "policy present: says what it installs" out_has "deps: installing: curl"
 check "policy present: apt-get install ran once" \
-    calls_are $'apt-get install -y --no-install-recommends curl\npolicy during install: exit 101'
+    calls_are $'apt-get -o DPkg::Lock::Timeout=120 install -y --no-install-recommends --no-remove curl\npolicy during install: exit 101'
 check "policy present: the file stays, same bytes" cmp -s "$POLICY" "$CASE/policy.orig"
 check "policy present: same mode and time" \
     test "$(stat -c '%a %Y' "$POLICY")" = "$(stat -c '%a %Y' "$CASE/policy.orig")"
+
+# 2b. A policy file that deps.sh made, left by a run that was killed (it
+# carries deps.sh's mark): removed, and the install goes on as usual.
+new_case policy-left
+echo curl >"$CASE/missing"
+printf '#!/bin/sh\n%s\nexit 101\n' "# made by redisdistributedlock's deps.sh for one install" >"$POLICY"
+run_deps
+check "policy left by a killed run: exit 0" test "$RC" -eq 0
+check "policy left by a killed run: says it removes it" out_has "deps: removing $POLICY, left by an install that was killed"
+check "policy left by a killed run: gone afterwards" no_policy
 
 # 3. Missing, no policy file: one is there during the install (services do
 # not start), and gone afterwards.
@@ -138,7 +149,7 @@ printf 'nginx\nredis-server\n' >"$CASE/missing"
 run_deps
 check "policy absent: exit 0" test "$RC" -eq 0
 check "policy absent: a policy answering 101 during the install" \
-    calls_are $'apt-get install -y --no-install-recommends nginx redis-server\npolicy during install: exit 101'
+    calls_are $'apt-get -o DPkg::Lock::Timeout=120 install -y --no-install-recommends --no-remove nginx redis-server\npolicy during install: exit 101'
 check "policy absent: removed afterwards" no_policy
 check "policy absent: the packages are installed" test ! -s "$CASE/missing"
 
@@ -149,9 +160,9 @@ APT_MODE=stale
 run_deps
 check "stale lists: exit 0" test "$RC" -eq 0
 check "stale lists: install, update, install" calls_are "$(printf '%s\n' \
-    'apt-get install -y --no-install-recommends curl' 'policy during install: exit 101' \
+    'apt-get -o DPkg::Lock::Timeout=120 install -y --no-install-recommends --no-remove curl' 'policy during install: exit 101' \
     'apt-get update' \
-    'apt-get install -y --no-install-recommends curl' 'policy during install: exit 101')"
+    'apt-get -o DPkg::Lock::Timeout=120 install -y --no-install-recommends --no-remove curl' 'policy during install: exit 101')"
 check "stale lists: says it updates" out_has "updating the package lists and trying again"
 check "stale lists: policy removed" no_policy
 
@@ -163,7 +174,7 @@ APT_MODE=broken
 run_deps
 check "apt-get broken: non-zero exit" test "$RC" -ne 0
 check "apt-get broken: names the packages and the command" out_has \
-    "deps: could not install: nginx curl. Check the network and apt's sources, then run: apt-get update && apt-get install -y --no-install-recommends nginx curl"
+    "deps: could not install: nginx curl. Check the network, apt's sources and that no other apt runs, then run: apt-get update && apt-get install -y --no-install-recommends --no-remove nginx curl"
 check "apt-get broken: policy removed" no_policy
 
 # 6. apt-get says yes but installs nothing: caught by a second look.
@@ -182,7 +193,7 @@ FAKE_UID=1000
 run_deps
 check "not root: non-zero exit" test "$RC" -ne 0
 check "not root: prints the exact apt-get line" \
-    out_has "  sudo apt-get install -y --no-install-recommends nginx curl"
+    out_has "  sudo apt-get install -y --no-install-recommends --no-remove nginx curl"
 check "not root: apt-get is not called" calls_are ""
 check "not root: no policy file" no_policy
 
@@ -191,11 +202,11 @@ new_case sets
 printf 'nginx\npodman\nwrk\n' >"$CASE/missing"
 FAKE_UID=1000
 run_deps run
-check "set run: asks for nginx only" out_has "sudo apt-get install -y --no-install-recommends nginx"$'\n'
+check "set run: asks for nginx only" out_has "sudo apt-get install -y --no-install-recommends --no-remove nginx"$'\n'
 run_deps test
-check "set test: asks for nginx and podman" out_has "--no-install-recommends nginx podman"
+check "set test: asks for nginx and podman" out_has "--no-install-recommends --no-remove nginx podman"
 run_deps bench
-check "set bench: asks for wrk" out_has "--no-install-recommends wrk"
+check "set bench: asks for wrk" out_has "--no-install-recommends --no-remove wrk"
 run_deps nonsense
 check "unknown set: exit 2 with a message" \
     test "$RC" -eq 2 -a "$(cat "$CASE/out")" = "deps: unknown set 'nonsense' (run, test or bench)"

@@ -17,10 +17,11 @@ set -eu
 RUN_PACKAGES="gcc make pkg-config libc6-dev
 libfcgi-dev libhiredis-dev libpq-dev libjson-c-dev
 spawn-fcgi multiwatch nginx redis-server postgresql postgresql-client curl"
-# jq and the compilers for the tests; podman and its helpers, debootstrap and
+# jq and the compilers for the tests; podman and its helpers, debootstrap (and
+# the archive key it checks the base image with) and
 # docker-compose for the compose smoke test (tests/compose/).
 TEST_PACKAGES="jq clang-format clang libclang-rt-dev docker-compose
-podman runc netavark aardvark-dns iptables debootstrap"
+podman runc netavark aardvark-dns iptables debootstrap debian-archive-keyring"
 BENCH_PACKAGES="wrk gnuplot-nox bsdextrautils"
 
 case "${1:-run}" in
@@ -52,7 +53,9 @@ fi
 missing=$(missing_packages)
 [ -z "$missing" ] && exit 0
 
-line="apt-get install -y --no-install-recommends$missing"
+# --no-remove: an install that would remove something (runc conflicts with
+# Docker's containerd.io, say) fails instead of taking it away.
+line="apt-get install -y --no-install-recommends --no-remove$missing"
 if [ "$(id -u)" -ne 0 ]; then
     echo "deps: missing Debian packages:$missing. Install them with:" >&2
     echo "  sudo $line" >&2
@@ -64,8 +67,14 @@ export DEBIAN_FRONTEND=noninteractive
 
 # Debian starts a package's service on install; a policy-rc.d answering 101
 # ("action forbidden") stops that, for this install only. One that is already
-# there (container images ship one) is the machine's: it stays as it is.
+# there (container images ship one) is the machine's: it stays as it is,
+# unless it carries our mark (a run killed before it could clean up).
 policy=${POLICY_RC_D:-/usr/sbin/policy-rc.d}
+mark="# made by redisdistributedlock's deps.sh for one install"
+if [ -f "$policy" ] && grep -qxF "$mark" "$policy"; then
+    echo "deps: removing $policy, left by an install that was killed"
+    rm -f "$policy"
+fi
 own_policy=no
 # Removed however this script ends: left behind, it would block every
 # service start on the host. The EXIT trap keeps the script's own status
@@ -79,18 +88,20 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 if [ ! -e "$policy" ]; then
     own_policy=yes
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    printf '#!/bin/sh\n%s\nexit 101\n' "$mark" >"$policy"
     chmod +x "$policy"
 fi
 
+# Waits for the dpkg lock (unattended-upgrades holds it on a fresh machine's
+# first boot) rather than failing at once.
 # shellcheck disable=SC2086
-install_missing() { apt-get install -y --no-install-recommends $missing; }
+install_missing() { apt-get -o DPkg::Lock::Timeout=120 install -y --no-install-recommends --no-remove $missing; }
 
 # A stale package list makes install fail on a fresh machine: update it once.
 if ! install_missing; then
     echo "deps: apt-get install failed; updating the package lists and trying again"
     if ! apt-get update || ! install_missing; then
-        echo "deps: could not install:$missing. Check the network and apt's sources, then run: apt-get update && $line" >&2
+        echo "deps: could not install:$missing. Check the network, apt's sources and that no other apt runs, then run: apt-get update && $line" >&2
         exit 1
     fi
 fi

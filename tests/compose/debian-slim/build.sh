@@ -20,7 +20,8 @@ mirror=http://deb.debian.org/debian
 # redone rather than repaired, and this saves a quarter of the time.
 mkdir -p "$root/etc/dpkg/dpkg.cfg.d"
 echo force-unsafe-io >"$root/etc/dpkg/dpkg.cfg.d/docker-apt-speedup"
-debootstrap --variant=minbase --components=main bookworm "$root" "$mirror" >"$root.log" 2>&1 || {
+debootstrap --variant=minbase --components=main \
+    --keyring=/usr/share/keyrings/debian-archive-keyring.gpg bookworm "$root" "$mirror" >"$root.log" 2>&1 || {
     tail -n 20 "$root.log" >&2
     exit 1
 }
