@@ -124,6 +124,18 @@ expect "PostgreSQL back: the product sells again" 200
 same "PostgreSQL back: only that purchase was sold, the refused one never" "$(sold "$H")" 1
 same "PostgreSQL back: stock + orders = 10" "$(($(stock "$H") + $(sold "$H")))" 10
 
+# end_sessions: ends every responder's PostgreSQL session, and waits (5 s at
+# most) until they are gone.
+end_sessions() {
+    sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'stock-fcgi'" \
+        >/dev/null
+    for ((i = 0; i < 100; i++)); do
+        [[ $(sql "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'stock-fcgi'") == 0 ]] &&
+            break
+        sleep 0.05
+    done
+}
+
 # A backend ended while its worker was idle (pg_terminate_backend, a restart):
 # the worker notices before its next purchase and reconnects; the purchase
 # succeeds instead of failing on the dead connection.
@@ -131,13 +143,7 @@ T=$(new_product "Terminated backend" 10)
 start_worker
 fcgi_buy "$T" >"$TMP/answer"
 check "a worker of our own buys" grep -q '^Status: 200' "$TMP/answer"
-sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'stock-fcgi'" \
-    >/dev/null
-for ((i = 0; i < 100; i++)); do
-    [[ $(sql "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'stock-fcgi'") == 0 ]] &&
-        break
-    sleep 0.05
-done
+end_sessions
 fcgi_buy "$T" >"$TMP/answer"
 check "after its backend was terminated, its next purchase succeeds" grep -q '^Status: 200' "$TMP/answer"
 stop_worker
@@ -158,13 +164,7 @@ for ((i = 0; i < 100; i++)); do
     sleep 0.05
 done
 same "ended after COMMIT: PostgreSQL committed the purchase" "$(sold "$K")" 1
-sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'stock-fcgi'" \
-    >/dev/null
-for ((i = 0; i < 100; i++)); do
-    [[ $(sql "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'stock-fcgi'") == 0 ]] &&
-        break
-    sleep 0.05
-done
+end_sessions
 kill -CONT "$WORKER"
 wait "$buyer"
 check "ended after COMMIT: the answer is 200" grep -q '^Status: 200' "$TMP/answer"
