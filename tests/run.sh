@@ -104,5 +104,6 @@ wanted commands && suite commands tests/integration/commands.sh
 # script: stand-ins for the registry images, a store of its own).
 wanted compose && suite compose tests/compose/smoke.sh
 
+((FAILED == 0)) || echo "# to run the failing suites again after a fix: SUITES=\"name ...\" tests/run.sh"
 echo "$PASSED passed, $FAILED failed"
 ((FAILED == 0))

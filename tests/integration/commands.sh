@@ -66,6 +66,13 @@ check "make up on a taken port: its last line says what failed and what to do" \
     grep -qF "make up: the stack failed (the 'stack:' lines above say why; logs in $RUN_DIR/log): fix that; then 'make down' and try again" <<<"$(tail -n 2 <<<"$out" | head -n 1)"
 same "make up on a taken port: nothing is left running" "$("$STACK" status | grep -c running)" 0
 
+# A start that fails where no message was planned (here: a state directory
+# that cannot be made) still names what failed.
+out=$(RUN_DIR=/proc/no-such-dir/run mk up)
+check "make up with an impossible RUN_DIR: fails" test "$?" -ne 0
+check "... with a 'stack:' line naming what failed" grep -q "^stack: failed unexpectedly: mkdir" <<<"$out"
+check "... and make's last line says what to do" grep -q "^make up: the stack failed" <<<"$out"
+
 # make run in the foreground, then Ctrl-C: SIGINT to its whole process group,
 # as a terminal sends it. A background job starts with SIGINT ignored, and a
 # shell cannot trap a signal ignored at its start: env restores the default.

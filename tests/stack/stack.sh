@@ -33,7 +33,10 @@
 # runs as the `postgres` account (created by Debian's postgresql package):
 # one account keeps the FastCGI socket at mode 0660 with nginx as its only
 # other user.
-set -euo pipefail
+set -Eeuo pipefail
+# A command that fails where no message was planned still gets a line that
+# names it (make's own "Error 1" names nothing).
+trap 'echo "stack: failed unexpectedly: $BASH_COMMAND (line $LINENO of $0)" >&2' ERR
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CALLER_DIR=$PWD
@@ -411,7 +414,7 @@ psql)
     ;;
 reset) reset ;;
 *)
-    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+    sed -n '2,/^set -/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac
