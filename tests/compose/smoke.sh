@@ -61,21 +61,7 @@ RUN=$CACHE/runs/$PROJECT
 LABEL=stock-api.test-double
 T_START=$SECONDS
 
-T_N=0
-T_FAIL=0
-ok() {
-    T_N=$((T_N + 1))
-    echo "ok $T_N - $1"
-}
-# not_ok NAME [WHY...]
-not_ok() {
-    T_N=$((T_N + 1))
-    T_FAIL=$((T_FAIL + 1))
-    echo "not ok $T_N - $1"
-    shift
-    local why
-    for why in "$@"; do sed 's/^/#   /' <<<"$why"; done
-}
+. "$ROOT/tests/tap.sh"
 # bail NAME [WHY...]: a failure after which nothing else can be checked.
 bail() {
     not_ok "$@"

@@ -14,19 +14,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DEPS=$ROOT/tests/stack/deps.sh
 WORK=$(mktemp -d /tmp/stock-deps-test.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
-n=0
-failures=0
+. "$ROOT/tests/tap.sh"
 
-ok() {
-    n=$((n + 1))
-    echo "ok $n - $1"
-}
-not_ok() {
-    n=$((n + 1))
-    failures=$((failures + 1))
-    echo "not ok $n - $1"
-    [[ -z ${2:-} ]] || sed 's/^/#   /' <<<"$2"
-}
 check() { # check DESCRIPTION COMMAND...: ok if COMMAND succeeds
     local what=$1
     shift
@@ -243,5 +232,5 @@ interrupt_case() {
 interrupt_case INT
 interrupt_case TERM
 
-echo "# deps.sh: $n checks, $failures failed"
-((failures == 0))
+echo "# deps.sh: $T_N checks, $T_FAIL failed"
+((T_FAIL == 0))

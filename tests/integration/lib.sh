@@ -9,8 +9,7 @@ set -uo pipefail
 
 : "${BASE_URL:?} ${RUN_DIR:?} ${PGPORT:?} ${STACK:?} ${STOCK_BIN:?}"
 FCGI_REQUEST=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build/fcgi-request
-T_N=0
-T_FAIL=0
+. "$(dirname "${BASH_SOURCE[0]}")/../tap.sh"
 WORKER=
 TMP=$(mktemp -d)
 # Whatever a suite started outside the stack (its own worker, a psql holding
@@ -22,21 +21,6 @@ cleanup_suite() {
     rm -rf "$TMP"
 }
 trap cleanup_suite EXIT
-
-ok() {
-    T_N=$((T_N + 1))
-    echo "ok $T_N - $1"
-}
-
-# not_ok NAME [WHY...]
-not_ok() {
-    T_N=$((T_N + 1))
-    T_FAIL=$((T_FAIL + 1))
-    echo "not ok $T_N - $1"
-    shift
-    local why
-    for why in "$@"; do echo "#   $why"; done
-}
 
 # check NAME COMMAND...: passes when the command succeeds (its output is dropped).
 check() {
