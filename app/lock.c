@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 
 #include <hiredis/hiredis.h>
 
@@ -115,9 +116,32 @@ static int new_token(char out[33])
     return 0;
 }
 
+/* Closes a connection we gave up on, abortively: SO_LINGER with a zero
+ * timeout makes close() discard whatever is still in the socket's send queue
+ * and reset the connection, instead of the kernel resending it until it is
+ * acknowledged. Across a network partition a plain close() let a timed-out
+ * "SET lock:product:3 ... NX PX 5000" reach Redis seconds later, after this
+ * worker's release of that very lock (on a new connection) had run: the
+ * lock then held its product for its full TTL with nobody left to release
+ * it. Discarded, the command either had reached Redis when we gave up, and
+ * runs before anything Redis reads from a later connection (which it must
+ * accept first), or never runs. (A unix socket has no send queue of its
+ * own: what was written is already Redis's.) A failure here costs only that
+ * guarantee, not the close: it is logged, not fatal. */
+static void abort_connection(redisContext *c)
+{
+    struct linger hard = {.l_onoff = 1, .l_linger = 0};
+    if (c->fd >= 0 && setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &hard, sizeof hard) < 0)
+        log_info("redis: cannot make the close abortive (SO_LINGER): %s", strerror(errno));
+}
+
+/* Drops the context after a failure (a timeout, a connection error, a
+ * protocol error): hiredis says it cannot be used again, and whatever it
+ * had not got through must not arrive later. */
 static void drop(struct lock_client *lc)
 {
     if (lc->redis != NULL) {
+        abort_connection(lc->redis);
         redisFree(lc->redis);
         lc->redis = NULL;
     }
@@ -228,7 +252,12 @@ int lock_client_open(struct lock_client *lc, const struct config *cfg)
 
 void lock_client_close(struct lock_client *lc)
 {
-    drop(lc);
+    /* A clean close: nothing is pending on a connection that worked, and
+     * Redis should see a goodbye, not a reset. */
+    if (lc->redis != NULL) {
+        redisFree(lc->redis);
+        lc->redis = NULL;
+    }
 }
 
 /* Runs script s on lk's keys with ARGV = {token, x, y, z}. NULL after a
@@ -289,10 +318,9 @@ enum lock_status lock_ready(struct lock_client *lc)
             drop(lc);
         }
     }
-    if (lc->redis == NULL && connect_redis(lc) < 0) {
-        log_warn("%s", lc->err);
+    /* A failure is only recorded (lc->err): the caller logs it, once. */
+    if (lc->redis == NULL && connect_redis(lc) < 0)
         return LOCK_UNAVAILABLE;
-    }
     if (lc->unreleased.key[0] != '\0') {
         switch (run_release(lc, &lc->unreleased, LOCK_STOCK_NONE)) {
         case -1:

@@ -232,7 +232,9 @@ int metrics_render(const struct metrics_data *d, int shared, char *buf, size_t c
     requests(&o, d);
     purchases(&o, d);
     counter(&o, "stock_units_sold_total", "Units sold (committed).", c[M_UNITS_SOLD]);
-    counter(&o, "stock_lock_timeouts_total", "Buyers that waited LOCK_WAIT_MS for a lock in vain.",
+    counter(&o, "stock_lock_timeouts_total",
+            "Buyers answered lock_timeout: they waited LOCK_WAIT_MS for the lock, or "
+            "lock_timeout for the product's row, in vain.",
             c[M_LOCK_TIMEOUTS]);
     counter(&o, "stock_fence_refusals_total",
             "Purchases refused because their lock was lost (stale fence or spent validity).",

@@ -1,8 +1,12 @@
 /* problem.c -- see problem.h. */
 #include "problem.h"
 
-/* Retry-After is 1 s for both 503s: a lock wait or a reconnect that failed
- * now is worth retrying soon, and clients should spread out on their own. */
+/* The statuses of the answers worth a retry are a contract with whatever
+ * stands in front of the hosts (problem.h): 503 bought nothing and says
+ * this host cannot sell now, 429 bought nothing and says the product is
+ * busy, 504 may have bought. Retry-After is 1 s for all of them: a lock
+ * wait or a reconnect that failed now is worth retrying soon, and clients
+ * should spread out on their own. */
 static const struct problem_info problems[PROBLEM_COUNT] = {
     [PROBLEM_NONE] = {200, "ok", "OK", "", 0},
     [PROBLEM_INVALID_PRODUCT_ID] = {400, "invalid_product_id", "Invalid product id",
@@ -22,7 +26,9 @@ static const struct problem_info problems[PROBLEM_COUNT] = {
                                    "There is no product with this id.", 0},
     [PROBLEM_INSUFFICIENT_STOCK] = {409, "insufficient_stock", "Insufficient stock",
                                     "The product has fewer units in stock than requested.", 0},
-    [PROBLEM_LOCK_TIMEOUT] = {503, "lock_timeout", "Product busy",
+    /* 429, as Stripe answers its own lock_timeout: the host is fine, and an
+     * edge must not take it out of rotation for a busy product. */
+    [PROBLEM_LOCK_TIMEOUT] = {429, "lock_timeout", "Product busy",
                               "Too many buyers are waiting for this product; try again.", 1},
     [PROBLEM_SERVICE_UNAVAILABLE] = {503, "service_unavailable", "Service unavailable",
                                      "A backing service is unreachable; try again.", 1},
@@ -45,8 +51,10 @@ static const struct problem_info problems[PROBLEM_COUNT] = {
                                      "retry to get its answer.",
                                      1},
     /* The one answer that does not say what happened: retrying with the
-     * same Idempotency-Key finds out safely. */
-    [PROBLEM_OUTCOME_UNKNOWN] = {503, "outcome_unknown", "Outcome unknown",
+     * same Idempotency-Key finds out safely. 504, as nginx's gateway_timeout,
+     * which means the same: never 503, which an edge may retry without the
+     * key on another host. */
+    [PROBLEM_OUTCOME_UNKNOWN] = {504, "outcome_unknown", "Outcome unknown",
                                  "The purchase may or may not have been made; retry with the "
                                  "same Idempotency-Key to find out.",
                                  1},

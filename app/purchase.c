@@ -260,6 +260,13 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
         log_info("product %d: idempotency key still held by a request in flight", (int)product);
         response_problem(res, PROBLEM_REQUEST_IN_PROGRESS, NULL);
         break;
+    case STORE_BUSY:
+        /* Another transaction (another host's, whose COMMIT is late) holds
+         * the product's row: the product is busy, as when its Redis lock
+         * is, and nothing here is unavailable. */
+        log_info("product %d: row busy past lock_timeout: %s", (int)product, w->store.err);
+        response_problem(res, PROBLEM_LOCK_TIMEOUT, NULL);
+        break;
     case STORE_UNKNOWN:
         log_error("product %d: purchase outcome unknown: %s", (int)product, w->store.err);
         response_problem(res, PROBLEM_OUTCOME_UNKNOWN, NULL);

@@ -232,6 +232,10 @@ static enum store_status run(struct store *st, const struct step *steps, int n, 
 
     for (int i = 0; i < n; i++)
         res[i] = NULL;
+    /* What a caller reads about this round trip's failure must be about
+     * this one: a deadline or a send failure sets neither. */
+    st->sqlstate[0] = '\0';
+    st->failed_step = -1;
     /* A session known to be broken runs nothing: whatever this round trip
      * was, a COMMIT included, it cannot have happened. */
     if (PQstatus(st->conn) != CONNECTION_OK) {
@@ -276,7 +280,6 @@ static enum store_status run(struct store *st, const struct step *steps, int n, 
     PQclear(sync);
 
     enum store_status rc = STORE_OK;
-    st->failed_step = -1;
     for (int i = 0; i < n && rc == STORE_OK; i++) {
         if (res[i] == NULL || is_error(res[i])) {
             rc = fail(st, res[i], steps[i].name != NULL ? steps[i].name : steps[i].sql, commits);
@@ -344,13 +347,22 @@ static void connect_db(struct store *st)
 {
     /* Timeouts travel as connection options, so every reconnect (PQreset)
      * sends them again; a SET would be lost with the session. They override
-     * any options given in DATABASE_URL. A transaction idle for longer than
-     * the lock's TTL has lost its lock anyway: the server ends it. */
+     * any options given in DATABASE_URL.
+     *
+     * A worker sends its COMMIT as soon as it has read the purchase's
+     * answer, and gives up on any answer after a round trip's deadline
+     * (run(): statement_timeout + STATEMENT_GRACE_MS). A transaction left
+     * idle that long belongs to a worker that was paused or cut off and has
+     * given up on it, or is about to: the server ends it, and a COMMIT that
+     * comes after that fails, a definite answer. It must not wait for the
+     * lock's TTL: while open it holds its product's row lock, so one host
+     * whose link to PostgreSQL stalls between its purchase and its COMMIT
+     * would block that product on every host for the whole TTL. */
     char options[160];
     snprintf(options, sizeof options,
              "-c statement_timeout=%d -c lock_timeout=%d -c idle_in_transaction_session_timeout=%d",
              st->cfg->statement_timeout_ms, st->cfg->statement_timeout_ms / 2,
-             st->cfg->lock_ttl_ms);
+             st->cfg->statement_timeout_ms + STATEMENT_GRACE_MS);
     const char *const keys[] = {"dbname", "connect_timeout", "application_name", "options", NULL};
     const char *const values[] = {st->cfg->database_url, "2", "stock-fcgi", options, NULL};
     st->conn = PQconnectdbParams(keys, values, 1);
@@ -521,6 +533,32 @@ static enum store_status refused(struct store *st, const struct purchase *p, con
     return out->status == 404 ? STORE_NOT_FOUND : STORE_INSUFFICIENT;
 }
 
+/* Whether the last round trip failed on lock_timeout (55P03): a statement
+ * waited for a lock that another transaction held. Nothing is wrong with
+ * PostgreSQL or with this host then. */
+static int lock_timed_out(const struct store *st)
+{
+    return strcmp(st->sqlstate, "55P03") == 0;
+}
+
+/* What a failed purchase pipeline ran into, read before the rollback
+ * replaces st->sqlstate. Only a failure of the claim is about the key: a
+ * used key (unique violation), or one whose first request still holds it
+ * (lock_timeout). A lock_timeout of the purchase statement is the product's
+ * row, held by another transaction (another host's, stalled before its
+ * COMMIT, say): the product is busy, not the service unavailable. */
+static enum store_status buy_failed(const struct store *st, enum store_status rc, int claim_step,
+                                    int buy_step)
+{
+    if (claim_step >= 0 && st->failed_step == claim_step && strcmp(st->sqlstate, "23505") == 0)
+        return STORE_KEY_EXISTS;
+    if (claim_step >= 0 && st->failed_step == claim_step && lock_timed_out(st))
+        return STORE_KEY_BUSY;
+    if (st->failed_step == buy_step && lock_timed_out(st))
+        return STORE_BUSY;
+    return rc;
+}
+
 enum store_status store_buy(struct store *st, const struct purchase *p, struct outcome *out)
 {
     char id[16], amount[16], fence[24];
@@ -535,7 +573,6 @@ enum store_status store_buy(struct store *st, const struct purchase *p, struct o
     const struct step steps[] = {{NULL, "BEGIN", 0, NULL, NULL},
                                  {"claim", NULL, 3, claim, NULL},
                                  {"buy", NULL, 4, buy, NULL}};
-    enum { CLAIM = 1 };
     /* Without a key there is nothing to claim: the claim step is skipped. */
     const struct step unkeyed[] = {steps[0], steps[2]};
     int keyed = p->key != NULL, n = keyed ? 3 : 2;
@@ -543,13 +580,7 @@ enum store_status store_buy(struct store *st, const struct purchase *p, struct o
 
     enum store_status rc = run(st, keyed ? steps : unkeyed, n, res, 0);
     if (rc != STORE_OK) {
-        /* Only a failure of the claim itself is about the key: a used key
-         * (unique violation), or one whose first request still holds it
-         * (lock_timeout). Read before the rollback changes st->sqlstate. */
-        if (keyed && st->failed_step == CLAIM && strcmp(st->sqlstate, "23505") == 0)
-            rc = STORE_KEY_EXISTS;
-        else if (keyed && st->failed_step == CLAIM && strcmp(st->sqlstate, "55P03") == 0)
-            rc = STORE_KEY_BUSY;
+        rc = buy_failed(st, rc, keyed ? 1 : -1, n - 1);
         store_rollback(st);
         return rc;
     }
@@ -580,7 +611,8 @@ enum store_status store_new_epoch(struct store *st, int32_t product, int64_t *fe
         *fence = get_int(res, 0);
         PQclear(res);
     }
-    return rc;
+    /* Its one statement updates the product's row, as a purchase does. */
+    return rc != STORE_OK && lock_timed_out(st) ? STORE_BUSY : rc;
 }
 
 enum store_status store_key(struct store *st, const char *key, int32_t *product, int32_t *amount,

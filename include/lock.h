@@ -36,11 +36,19 @@
  * cache. One hiredis connection per worker process. Every command is bounded
  * by REDIS_TIMEOUT_MS; after any connection error the context is dropped and
  * the next call reconnects, so a Redis restart needs no worker restart. A
- * lock whose release failed (or whose acquire timed out, and may have been
- * applied) is released on the next call that reaches Redis, rather than left
- * to block its product until its TTL. Only the most recent one is
+ * dropped connection is closed abortively (SO_LINGER 0: a reset, its unsent
+ * data discarded), so a command we gave up on cannot reach Redis later, as
+ * the kernel's retransmissions would carry it after a network partition: it
+ * either had reached Redis when we gave up, and runs before anything Redis
+ * reads from a later connection, or it never runs. That is what makes this
+ * true: a lock whose release failed (or whose acquire timed out, and may
+ * have been applied) is released on the next call that reaches Redis, rather
+ * than left to block its product until its TTL. Only the most recent one is
  * remembered: a worker fails at most one purchase per outage before it stops
- * reaching Redis, and any older one still expires by its TTL. */
+ * reaching Redis, and any older one still expires by its TTL.
+ *
+ * Calls record why they failed in lc->err and do not log it: their caller
+ * does, once. */
 #ifndef STOCK_LOCK_H
 #define STOCK_LOCK_H
 

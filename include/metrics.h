@@ -27,9 +27,9 @@
 /* The statuses the responder answers, each with its own series. */
 #define METRICS_STATUSES                                                                           \
     {                                                                                              \
-        200, 400, 404, 405, 409, 413, 415, 422, 500, 503                                           \
+        200, 400, 404, 405, 409, 413, 415, 422, 429, 500, 503, 504                                 \
     }
-#define METRICS_STATUS_SLOTS 11 /* the ten, and "other" */
+#define METRICS_STATUS_SLOTS 13 /* the twelve, and "other" */
 
 /* Histogram bucket bounds, in microseconds (0.5 ms to 5 s), and +Inf. */
 #define METRICS_BOUNDS_US                                                                          \

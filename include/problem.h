@@ -3,7 +3,18 @@
  *
  * Each problem has a fixed HTTP status, a stable machine-readable code that
  * clients may branch on, and a short title. The codes are part of the API:
- * never rename one. */
+ * never rename one.
+ *
+ * The statuses of the answers worth retrying are a contract with a load
+ * balancer in front of several hosts, which sees statuses, not codes:
+ *   503  nothing was bought, and this host cannot sell right now
+ *        (service_unavailable, lock_lost): safe to retry on any host; an
+ *        edge may retry it on another one and take this one out of rotation;
+ *   429  nothing was bought, the product is busy (lock_timeout): another
+ *        buyer holds it; retry later; not a reason to take a host out;
+ *   504  the purchase may or may not have been made (outcome_unknown, like
+ *        nginx's gateway_timeout): retry only with the same Idempotency-Key.
+ */
 #ifndef STOCK_PROBLEM_H
 #define STOCK_PROBLEM_H
 

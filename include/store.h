@@ -32,6 +32,8 @@ enum store_status {
     STORE_FENCED,       /* PostgreSQL has applied a newer fence: a stale lock */
     STORE_KEY_EXISTS,   /* the idempotency key was used already */
     STORE_KEY_BUSY,     /* a request with the same key is still in flight */
+    STORE_BUSY,         /* the product's row stayed locked by another transaction
+                           (any host's) past lock_timeout: nothing bought */
     STORE_UNAVAILABLE,  /* PostgreSQL unreachable, restarting or timing out */
     STORE_UNKNOWN,      /* the connection broke while a purchase was in flight:
                            it may or may not have committed */
@@ -99,6 +101,9 @@ enum store_status store_ready(struct store *st);
  *   STORE_FENCED        nothing bought: out->fence is newer than ours;
  *   STORE_KEY_EXISTS    nothing bought: look the key up (store_key);
  *   STORE_KEY_BUSY      nothing bought: the key's first request is running;
+ *   STORE_BUSY          nothing bought: the purchase statement waited for the
+ *                       product's row lock longer than lock_timeout (SQLSTATE
+ *                       55P03); PostgreSQL itself is fine;
  *   anything else       see store_status; nothing left open.
  *
  * It does not reconnect: call store_ready() first, before taking the lock,
@@ -111,7 +116,8 @@ enum store_status store_buy(struct store *st, const struct purchase *p, struct o
  * Every fence drawn before, by any holder, is below it from then on. Used
  * when Redis lost its fence counter (a restart without persistence): the
  * counter cannot know how far it had got, so it restarts above everything
- * it might have handed out. */
+ * it might have handed out. STORE_BUSY, like store_buy, when the product's
+ * row stayed locked past lock_timeout. */
 enum store_status store_new_epoch(struct store *st, int32_t product, int64_t *fence);
 
 /* Commits the purchase store_buy() left open. STORE_OK once PostgreSQL has
@@ -136,7 +142,9 @@ enum store_status store_ping(struct store *st);
 /* Maps a SQLSTATE to the status the client should see: connection loss,
  * shutdowns, timeouts and lock or resource exhaustion are STORE_UNAVAILABLE
  * (try again later); everything else is STORE_ERROR. NULL (no SQLSTATE, a
- * client-side failure) is STORE_UNAVAILABLE. */
+ * client-side failure) is STORE_UNAVAILABLE. This is the general mapping;
+ * store_buy and store_new_epoch tell a lock_timeout on the product's row
+ * (STORE_BUSY) or on the idempotency key (STORE_KEY_BUSY) from it. */
 enum store_status store_classify_sqlstate(const char *sqlstate);
 
 #endif

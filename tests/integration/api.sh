@@ -120,14 +120,33 @@ same "nginx and the responder answer method_not_allowed with the same body" "$fr
 
 same "bad input changed no stock and no order" "$(snapshot)" "$before"
 
-# --- 503 lock_timeout: the product is locked by someone else -------------------
+# --- 429 lock_timeout: the product is locked by someone else -------------------
 rcli SET "lock:product:$P" someone-else PX 30000 >/dev/null
 buy "/buy/$P" '{"amount": 1}'
-expect "503 lock_timeout: the lock stays busy past LOCK_WAIT_MS" 503 lock_timeout
-same "503 lock_timeout: Retry-After is sent" "$(header Retry-After)" 1
-same "503 lock_timeout: another owner's lock is left alone" "$(rcli GET "lock:product:$P")" someone-else
+expect "429 lock_timeout: the lock stays busy past LOCK_WAIT_MS" 429 lock_timeout
+same "429 lock_timeout: Retry-After is sent" "$(header Retry-After)" 1
+same "429 lock_timeout: another owner's lock is left alone" "$(rcli GET "lock:product:$P")" someone-else
 rcli DEL "lock:product:$P" >/dev/null
-same "503 lock_timeout: nothing was bought" "$(snapshot)" "$before"
+same "429 lock_timeout: nothing was bought" "$(snapshot)" "$before"
+
+# The product's row, not its Redis lock, is what is busy: another
+# transaction (another host's, whose COMMIT is late) holds it past
+# lock_timeout. The product is busy, as above; nothing here is unavailable.
+hold_row "$P"
+buy "/buy/$P" '{"amount": 1}'
+expect "429 lock_timeout: the product's row stays locked past lock_timeout" 429 lock_timeout
+same "429 lock_timeout (row): Retry-After is sent" "$(header Retry-After)" 1
+release_row
+same "429 lock_timeout (row): nothing was bought" "$(snapshot)" "$before"
+same "429 lock_timeout (row): the lock was released" "$(rcli EXISTS "lock:product:$P")" 0
+# The same on a product's first grant, which starts a fence epoch with a
+# statement of its own on the row before it buys.
+F=$(new_product "Row held, first grant" 10)
+hold_row "$F"
+buy "/buy/$F" '{"amount": 1}'
+expect "429 lock_timeout (row): also on a product's first grant (a new fence epoch)" 429 lock_timeout
+release_row
+same "429 lock_timeout (row, first grant): nothing was bought" "$(sold "$F")/$(stock "$F")" 0/10
 
 # --- Acknowledged only after COMMIT --------------------------------------------
 # A deferred constraint fails at COMMIT, after the UPDATE and the INSERT have

@@ -128,11 +128,11 @@ workers() {
 
 # start_worker: one responder of our own under spawn-fcgi -n, on $TMP/w.sock,
 # as this shell's child (WORKER is its pid; `wait` gives its exit status),
-# connected to the stack's PostgreSQL and Redis. Settings come from the
-# environment, like LOCK_WAIT_MS.
+# connected to the stack's PostgreSQL and Redis (or WORKER_REDIS_URL's).
+# Settings come from the environment, like LOCK_WAIT_MS.
 start_worker() {
     rm -f "$TMP/w.sock"
-    DATABASE_URL=$(conninfo) REDIS_URL="unix://$RUN_DIR/sock/redis.sock" \
+    DATABASE_URL=$(conninfo) REDIS_URL=${WORKER_REDIS_URL:-unix://$RUN_DIR/sock/redis.sock} \
         spawn-fcgi -n -s "$TMP/w.sock" -- "$STOCK_BIN" 2>>"$TMP/w.log" &
     WORKER=$!
     # spawn-fcgi binds the socket before the responder starts: wait for the

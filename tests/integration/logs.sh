@@ -87,6 +87,21 @@ line=$(grep -F 'worker ready' "$APP_LOG" | tail -n 1)
 check "the startup line names the settings" grep -q 'lock_ttl_ms=[0-9]* lock_wait_ms=3000' <<<"$line"
 check "and no URL" eval "! grep -qE 'unix://|redis://|postgresql://|host=' <<<'$line'"
 
+# A failure is logged once, by whoever gives up on it: Redis unreachable
+# at start, for a purchase, for /healthz, one line each.
+WORKER_REDIS_URL="unix://$TMP/no-redis.sock" start_worker
+same "Redis unreachable at start: one line says so" "$(grep -c '"msg":"redis connect: ' "$TMP/w.log")" 1
+: >"$TMP/w.log"
+check "Redis unreachable: a purchase answers 503" grep -q '^Status: 503' <<<"$(fcgi_buy "$P")"
+same "Redis unreachable: the purchase logs the failure once" \
+    "$(grep -c '"msg":"redis connect: ' "$TMP/w.log")" 1
+: >"$TMP/w.log"
+check "Redis unreachable: /healthz answers 503" grep -q '^Status: 503' <<<"$("$FCGI_REQUEST" \
+    "$TMP/w.sock" REQUEST_METHOD=GET DOCUMENT_URI=/healthz </dev/null)"
+same "Redis unreachable: /healthz logs the failure once" "$(grep -c 'redis connect: ' "$TMP/w.log")" 1
+stop_worker
+: >"$TMP/w.log"
+
 # LOG_LEVEL: warn leaves out the request lines (info).
 export LOG_LEVEL=warn
 check "a worker starts with LOG_LEVEL=warn" start_worker

@@ -60,7 +60,7 @@ same "units sold agree with PostgreSQL" "$(sold "$P")" 25
 mark
 rcli SET "lock:product:$P" someone-else PX 60000 >/dev/null
 buy "/buy/$P" '{"amount": 1}'
-expect "a buyer waits in vain" 503 lock_timeout
+expect "a buyer waits in vain" 429 lock_timeout
 rcli DEL "lock:product:$P" >/dev/null
 scrape
 same "lock timeouts grew by one" "$(grew stock_lock_timeouts_total)" 1

@@ -222,12 +222,43 @@ done
 check "lost during COMMIT: the purchase is inside its COMMIT" test -n "$backend"
 kill -KILL "$backend"
 wait "$buyer"
-check "lost during COMMIT: the answer is 503" grep -q '^Status: 503' "$TMP/answer"
+check "lost during COMMIT: the answer is 504" grep -q '^Status: 504' "$TMP/answer"
 check "lost during COMMIT: code outcome_unknown" grep -q '"code":"outcome_unknown"' "$TMP/answer"
 stop_worker
 wait_for_postgres
 sql "DROP TRIGGER slow_commit ON orders; DROP FUNCTION slow_commit()"
 same "lost during COMMIT: stock + orders = 10 (here it did not commit)" \
     "$(($(stock "$U") + $(sold "$U")))/$(sold "$U")" "10/0"
+
+# A worker stalled between its purchase and its COMMIT (its link to
+# PostgreSQL stopped, its VM paused) holds the product's row, and every
+# other host's purchase of the product waits on it. PostgreSQL ends such a
+# transaction once it is idle for statement_timeout + 500 ms, the longest
+# any worker waits for an answer, not after the lock's TTL (30 s here).
+# STATEMENT_TIMEOUT_MS=2000: 2.5 s, long enough to see the row held first.
+I=$(new_product "Idle in transaction" 10)
+row_free() {
+    sql "SET lock_timeout = 100; SELECT 1 FROM products WHERE id = $I FOR UPDATE" >/dev/null 2>&1
+}
+STOCK_FAULT=before_commit STATEMENT_TIMEOUT_MS=2000 LOCK_TTL_MS=30000 start_worker
+fcgi_buy "$I" >"$TMP/answer" &
+buyer=$!
+check "idle in transaction: the worker is frozen before its COMMIT" wait_stopped
+frozen=$(date +%s%3N)
+check "idle in transaction: meanwhile it holds the product's row" eval '! row_free'
+for ((i = 0; i < 100; i++)); do
+    row_free && break
+    sleep 0.1
+done
+freed=$(($(date +%s%3N) - frozen))
+check "idle in transaction: PostgreSQL ended it and freed the row after ${freed} ms (< 10 s, TTL 30 s)" \
+    test "$freed" -lt 10000
+kill -CONT "$WORKER"
+wait "$buyer"
+check "idle in transaction: woken, its COMMIT fails: a definite 503" \
+    grep -q '"code":"service_unavailable"' "$TMP/answer"
+grep -q '"code":"service_unavailable"' "$TMP/answer" || sed 's/^/#   /' "$TMP/answer" | tail -n 3
+same "idle in transaction: nothing was sold" "$(sold "$I")/$(stock "$I")" "0/10"
+stop_worker
 
 finish

@@ -18,6 +18,7 @@ int main(void)
 {
     suite_config();
     suite_jsonscan();
+    suite_lock();
     suite_log();
     suite_metrics();
     suite_request();

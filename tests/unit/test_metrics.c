@@ -21,10 +21,15 @@ static void requests_are_counted_by_route_and_status(void)
     metrics_count_request(d, ROUTE_BUY, 200);
     metrics_count_request(d, ROUTE_BUY, 409);
     metrics_count_request(d, ROUTE_NONE, 404);
+    metrics_count_request(d, ROUTE_BUY, 429);
+    metrics_count_request(d, ROUTE_BUY, 504);
     metrics_count_request(d, ROUTE_HEALTH, 299); /* not one of ours: "other" */
     const char *text = render(d);
     CHECK(strstr(text, "stock_http_requests_total{route=\"buy\",status=\"200\"} 2\n") != NULL);
     CHECK(strstr(text, "stock_http_requests_total{route=\"buy\",status=\"409\"} 1\n") != NULL);
+    /* lock_timeout and outcome_unknown: "busy" and "maybe bought" apart. */
+    CHECK(strstr(text, "stock_http_requests_total{route=\"buy\",status=\"429\"} 1\n") != NULL);
+    CHECK(strstr(text, "stock_http_requests_total{route=\"buy\",status=\"504\"} 1\n") != NULL);
     CHECK(strstr(text, "stock_http_requests_total{route=\"other\",status=\"404\"} 1\n") != NULL);
     CHECK(strstr(text, "stock_http_requests_total{route=\"healthz\",status=\"other\"} 1\n") !=
           NULL);

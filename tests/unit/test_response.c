@@ -75,12 +75,40 @@ static void unavailable_answers_carry_retry_after(void)
 {
     struct response res;
     response_init(&res);
-    CHECK(response_problem(&res, PROBLEM_LOCK_TIMEOUT, NULL) == 0);
-    CHECK(res.status == 503 && res.retry_after > 0);
     CHECK(response_problem(&res, PROBLEM_SERVICE_UNAVAILABLE, NULL) == 0);
     CHECK(res.status == 503 && res.retry_after > 0);
     CHECK(response_problem(&res, PROBLEM_INVALID_JSON, NULL) == 0);
     CHECK(res.retry_after == 0);
+    response_free(&res);
+}
+
+/* What an edge load balancer reads from the status alone: 503 bought
+ * nothing and this host cannot sell now; 429 bought nothing, the product is
+ * busy; 504 may have bought. */
+static void retryable_statuses_tell_nothing_bought_from_maybe_bought(void)
+{
+    static const struct {
+        enum problem p;
+        int status;
+        const char *reason;
+    } cases[] = {
+        {PROBLEM_SERVICE_UNAVAILABLE, 503, "Service Unavailable"},
+        {PROBLEM_LOCK_LOST, 503, "Service Unavailable"},
+        {PROBLEM_LOCK_TIMEOUT, 429, "Too Many Requests"},
+        {PROBLEM_OUTCOME_UNKNOWN, 504, "Gateway Timeout"},
+    };
+    struct response res;
+    response_init(&res);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *code = problem_info(cases[i].p)->code;
+        CHECK_CASE(response_problem(&res, cases[i].p, NULL) == 0, code);
+        CHECK_CASE(res.status == cases[i].status && res.retry_after == 1, code);
+        CHECK_CASE(strcmp(response_reason(res.status), cases[i].reason) == 0, code);
+    }
+    /* Nothing else answers 504: it means "maybe bought" to an edge. */
+    for (int p = 1; p < PROBLEM_COUNT; p++)
+        CHECK_CASE(problem_info((enum problem)p)->status != 504 || p == PROBLEM_OUTCOME_UNKNOWN,
+                   problem_info((enum problem)p)->code);
     response_free(&res);
 }
 
@@ -148,6 +176,7 @@ void suite_response(void)
     RUN(problem_body_follows_rfc9457);
     RUN(insufficient_stock_reports_available_and_requested);
     RUN(unavailable_answers_carry_retry_after);
+    RUN(retryable_statuses_tell_nothing_bought_from_maybe_bought);
     RUN(method_not_allowed_names_allowed_methods);
     RUN(health_names_what_is_down);
     RUN(problem_codes_are_unique_and_complete);

@@ -35,6 +35,7 @@ void unit_run(const char *name, void (*fn)(void));
 /* One per test file. */
 void suite_config(void);
 void suite_jsonscan(void);
+void suite_lock(void);
 void suite_log(void);
 void suite_metrics(void);
 void suite_request(void);
