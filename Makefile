@@ -39,7 +39,7 @@ ASAN_OBJ = $(SRC:%.c=build/asan/obj/%.o) $(UNIT_SRC:%.c=build/asan/obj/%.o)
 STACK    = tests/stack/stack.sh
 FORMATTED = app/*.c include/*.h tests/unit/*.c tests/unit/*.h tests/integration/*.c tests/fuzz/*.c
 
-.PHONY: all asan deps run up down psql reset prune test test-unit fuzz bench install format format-check clean
+.PHONY: all asan deps run up down psql reset prune test test-unit fuzz bench bench-cluster install format format-check clean
 
 all: $(BIN)
 
@@ -120,6 +120,13 @@ bench: deps
 	@tests/stack/deps.sh bench
 	@$(MAKE) --no-print-directory -s all
 	@tests/bench/bench.sh
+
+# Purchases/s with one responder host and with two, and the CPU time each
+# purchase costs a host (tests/cluster/bench.sh; root: network namespaces).
+bench-cluster: deps
+	@tests/stack/deps.sh bench
+	@$(MAKE) --no-print-directory -s all
+	@tests/cluster/bench.sh
 
 # Installs the responder, the nginx templates, the SQL, example settings
 # and the systemd unit under DESTDIR + PREFIX (README: Operations).

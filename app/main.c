@@ -3,6 +3,8 @@
  *
  * spawn-fcgi hands us the listening socket as fd 0 and multiwatch runs
  * several of us on it; each process serves one request at a time. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +75,39 @@ static void usage(FILE *out)
           out);
 }
 
+/* Where this process would take requests from: fd 0, as spawn-fcgi passes
+ * it ("unix:/run/stock-api/app.sock", "tcp:10.0.0.2:9000"), or why not.
+ * FastCGI has no authentication, so a TCP socket is flagged unless
+ * FCGI_WEB_SERVER_ADDRS (libfcgi's allow list of web servers) is set. */
+static void listening_on(char *out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char host[INET6_ADDRSTRLEN];
+    memset(&ss, 0, sizeof ss);
+    if (getsockname(0, (struct sockaddr *)&ss, &len) < 0) {
+        snprintf(out, cap, "nothing: fd 0 is not a socket (spawn-fcgi passes one)");
+        return;
+    }
+    if (ss.ss_family == AF_UNIX) {
+        snprintf(out, cap, "unix:%s", ((struct sockaddr_un *)&ss)->sun_path);
+        return;
+    }
+    const void *addr = &((struct sockaddr_in *)&ss)->sin_addr;
+    in_port_t port = ((struct sockaddr_in *)&ss)->sin_port;
+    if (ss.ss_family == AF_INET6) {
+        addr = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+        port = ((struct sockaddr_in6 *)&ss)->sin6_port;
+    }
+    if (inet_ntop(ss.ss_family, addr, host, sizeof host) == NULL)
+        snprintf(host, sizeof host, "?");
+    const char *allowed = getenv("FCGI_WEB_SERVER_ADDRS");
+    snprintf(out, cap, "tcp:%s:%u%s", host, (unsigned)ntohs(port),
+             allowed != NULL && allowed[0] != '\0'
+                 ? ""
+                 : " (no FCGI_WEB_SERVER_ADDRS: anyone who reaches it can send requests)");
+}
+
 /* --check-config: everything a worker does at start, then report. Its
  * answer is the report; the connections' own "connected" lines would only
  * repeat it on the caller's terminal. */
@@ -90,7 +125,9 @@ static int check_config(const struct config *cfg)
     lock_client_close(&lc);
     if (pg < 0 || redis < 0)
         return 1;
-    puts("stock-fcgi: configuration ok; PostgreSQL and Redis answer");
+    char listen[160];
+    listening_on(listen, sizeof listen);
+    printf("stock-fcgi: configuration ok; PostgreSQL and Redis answer; listening on %s\n", listen);
     return 0;
 }
 
@@ -189,9 +226,12 @@ int main(int argc, char **argv)
     }
     /* The settings, for whoever reads the log after an incident; the URLs
      * are left out, since they may carry passwords. */
+    char listen[160];
+    listening_on(listen, sizeof listen);
     log_info("worker ready: lock_ttl_ms=%d lock_wait_ms=%d statement_timeout_ms=%d "
-             "redis_timeout_ms=%d version=" STOCK_VERSION,
-             cfg.lock_ttl_ms, cfg.lock_wait_ms, cfg.statement_timeout_ms, cfg.redis_timeout_ms);
+             "redis_timeout_ms=%d listen=%s version=" STOCK_VERSION,
+             cfg.lock_ttl_ms, cfg.lock_wait_ms, cfg.statement_timeout_ms, cfg.redis_timeout_ms,
+             listen);
 
     FCGX_Request fcgi;
     if (FCGX_InitRequest(&fcgi, 0, 0) != 0) {

@@ -100,6 +100,10 @@ fi
 # release build, on a stack of their own.
 wanted commands && suite commands tests/integration/commands.sh
 
+# Several machines: responder hosts behind an edge, as network namespaces,
+# under faults between them (tests/cluster/).
+wanted cluster && suite cluster tests/cluster/cluster.sh
+
 # The docker-compose demo, built and run for real with podman (see the
 # script: stand-ins for the registry images, a store of its own).
 wanted compose && suite compose tests/compose/smoke.sh

@@ -8,7 +8,8 @@
 
 # start_load PRODUCT BUYERS [curl arguments...]: BUYERS loops, each buying
 # 1 unit at a time until stop_load; each answer is logged as
-# "key http-status body" in $TMP/load.<n>.
+# "key http-status body" in $TMP/load.<n>. The key is also the request id,
+# so the logs of every host it passed show the same purchase.
 start_load() {
     local product=$1 n=$2
     shift 2
@@ -26,7 +27,8 @@ buyer() {
     while [[ ! -e $TMP/stop ]]; do
         local key="fault-$$-$product-$b-$((i++))"
         out=$(curl -s --max-time 30 -w '\n%{http_code}' -X POST "$BASE_URL/buy/$product" \
-            -H 'Content-Type: application/json' -H "Idempotency-Key: $key" -d '{"amount": 1}' "$@")
+            -H 'Content-Type: application/json' -H "Idempotency-Key: $key" \
+            -H "X-Request-Id: $key" -d '{"amount": 1}' "$@")
         printf '%s %s %s\n' "$key" "${out##*$'\n'}" "$(tr -d '\n' <<<"${out%$'\n'*}")"
     done
 }

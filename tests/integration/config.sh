@@ -40,6 +40,22 @@ same "outside FastCGI (stdin not a socket) it prints usage and exits 2" "$?/${er
 
 out=$(DATABASE_URL=$STACK_DB REDIS_URL=$STACK_REDIS "$STOCK_BIN" --check-config 2>&1)
 same "--check-config against the stack exits 0" "$?" 0
+check "--check-config without a socket on fd 0 says so ($out)" grep -q 'listening on nothing' <<<"$out"
+# Under spawn-fcgi, as a pool runs it: the address it will take requests on,
+# and a TCP socket without FCGI_WEB_SERVER_ADDRS is called open to anyone.
+out=$(DATABASE_URL=$STACK_DB REDIS_URL=$STACK_REDIS spawn-fcgi -n -s "$TMP/check.sock" -- \
+    "$STOCK_BIN" --check-config 2>&1)
+check "--check-config reports the pool's unix socket ($out)" \
+    grep -q "listening on unix:$TMP/check.sock\$" <<<"$out"
+port=$("$ROOT/tests/stack/free-port.sh" 1)
+out=$(DATABASE_URL=$STACK_DB REDIS_URL=$STACK_REDIS spawn-fcgi -n -a 127.0.0.1 -p "$port" -- \
+    "$STOCK_BIN" --check-config 2>&1)
+check "--check-config reports a TCP address, and that nothing restricts it ($out)" \
+    grep -q "listening on tcp:127.0.0.1:$port (no FCGI_WEB_SERVER_ADDRS" <<<"$out"
+out=$(FCGI_WEB_SERVER_ADDRS=127.0.0.1 DATABASE_URL=$STACK_DB REDIS_URL=$STACK_REDIS \
+    spawn-fcgi -n -a 127.0.0.1 -p "$port" -- "$STOCK_BIN" --check-config 2>&1)
+check "--check-config with FCGI_WEB_SERVER_ADDRS reports just the address ($out)" \
+    grep -q "listening on tcp:127.0.0.1:$port\$" <<<"$out"
 dead=$("$ROOT/tests/stack/free-port.sh" 1)
 out=$(DATABASE_URL=$STACK_DB REDIS_URL=redis://127.0.0.1:$dead "$STOCK_BIN" --check-config 2>&1)
 rc=$?

@@ -9,6 +9,7 @@ P=$TMP/prefix
 make -s -C "$ROOT" install PREFIX="$P" >"$TMP/install.log" 2>&1
 check "make install PREFIX=... succeeds" test $? = 0
 for f in bin/stock-fcgi share/stock-api/nginx/stock-api.conf.in share/stock-api/nginx/nginx.conf.in \
+    share/stock-api/nginx/edge.conf.in share/stock-api/nginx/common.conf.in share/stock-api/nginx/problems.conf.in \
     share/stock-api/nginx/render.sh share/stock-api/sql/schema.sql share/stock-api/sql/seed.sql \
     share/stock-api/examples/stock-api.env share/stock-api/examples/app.env \
     share/stock-api/examples/overflow.env lib/systemd/system/stock-api@.service; do
@@ -45,6 +46,22 @@ fi
     RUN_DIR="$TMP/nginx" ERROR_LOG=stderr ACCESS_LOG="$TMP/nginx/access.log"
 out=$(nginx -t -q -e stderr -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" 2>&1)
 same "nginx -t accepts the installed templates' rendering ($out)" "$?" 0
+# A responder host behind edges, with only the required settings, and an edge.
+"$P/share/stock-api/nginx/render.sh" "$TMP/host" FCGI_SOCKET=/run/stock-api/app.sock \
+    FCGI_OVERFLOW_SOCKET=/run/stock-api/overflow.sock REAL_IP_FROM=10.0.0.0/29
+out=$(nginx -t -q -e stderr -p "$TMP/host" -c "$TMP/host/nginx.conf" 2>&1)
+same "nginx -t accepts a responder host with the defaults ($out)" "$?" 0
+"$P/share/stock-api/nginx/render.sh" "$TMP/edge" SITE=edge LISTEN=127.0.0.1:8081 \
+    UPSTREAMS="10.0.0.2:3000 10.0.0.3:3000" RATE_LIMIT=50
+out=$(nginx -t -q -e stderr -p "$TMP/edge" -c "$TMP/edge/nginx.conf" 2>&1)
+same "nginx -t accepts an edge ($out)" "$?" 0
+same "the edge lists both hosts, each out for 5s after a failure" "$(cat "$TMP/edge/upstreams.conf")" \
+    "server 10.0.0.2:3000 max_fails=1 fail_timeout=5s;
+server 10.0.0.3:3000 max_fails=1 fail_timeout=5s;"
+out=$("$P/share/stock-api/nginx/render.sh" "$TMP/bad" SITE=edge 2>&1)
+check "an edge without UPSTREAMS is refused, naming it ($out)" grep -q UPSTREAMS <<<"$out"
+out=$("$P/share/stock-api/nginx/render.sh" "$TMP/bad" SITE=edge UPSTREAMS='a;b' 2>&1)
+check "an upstream that is not host:port is refused ($out)" grep -q "not a host:port" <<<"$out"
 
 # DESTDIR stages the files; the unit still names the final paths.
 make -s -C "$ROOT" install DESTDIR="$TMP/stage" PREFIX=/usr >"$TMP/install.log" 2>&1

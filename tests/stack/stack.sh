@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The private stack: PostgreSQL, Redis, the FastCGI responders (spawn-fcgi +
 # multiwatch) and nginx, on loopback, with all state under one directory.
-# `make run/up/down/psql/reset` and the test harness all go through here.
+# `make run/up/down/psql/reset` and the test harnesses all go through here.
+# It can also be one host of several (SERVICES, BIND): tests/cluster/ runs a
+# database host, a Redis host, responder hosts and an edge with it.
 #
 #   stack.sh run      start, print "ready: URL", stop everything on Ctrl-C
 #   stack.sh up       start and return
@@ -13,9 +15,14 @@
 #
 # Settings, from the environment:
 #   RUN_DIR     state directory            (default: .run in the repository)
-#   PORT        nginx on 127.0.0.1:PORT    (default 3000)
-#   PGPORT      PostgreSQL on 127.0.0.1    (default 5433)
-#   REDIS_PORT  Redis on 127.0.0.1         (default 6380)
+#   SERVICES    what this host runs        (default: postgres redis app nginx)
+#               any of postgres, redis, app (both pools), nginx (in front of
+#               app), edge (nginx in front of other hosts' nginx: UPSTREAMS)
+#   BIND        the address nginx listens on, and PostgreSQL and Redis too,
+#               besides loopback (default 127.0.0.1)
+#   PORT        nginx on BIND:PORT         (default 3000)
+#   PGPORT      PostgreSQL's port          (default 5433)
+#   REDIS_PORT  Redis's port               (default 6380)
 #   WORKERS     responders in the main pool  (default 12)
 #   OVERFLOW_WORKERS responders in the overflow pool (default 4)
 #   PER_PRODUCT requests for one product the main pool takes at once;
@@ -25,9 +32,18 @@
 #   METRICS_ALLOW  an address or CIDR besides loopback that may read
 #               /metrics (default 127.0.0.1)
 #   STOCK_BIN   the responder binary       (default build/stock-fcgi)
+# Several hosts (set only where they apply):
+#   PG_ALLOW    a CIDR that may connect to PostgreSQL over TCP, with
+#               PG_PASSWORD (scram-sha-256) as user postgres
+#   REDIS_PASSWORD  Redis's requirepass (for any client, sockets too)
+#   REAL_IP_FROM    the edges' address or CIDR: nginx takes the client's
+#               address from their X-Real-IP (default unix:, none)
+#   UPSTREAMS   edge: the hosts' nginx, "ADDR:PORT ADDR:PORT..."
+#   FAIL_TIMEOUT edge: how long a failed host stays out (default 5s)
 # The responder's own settings (LOCK_TTL_MS, LOCK_WAIT_MS, LOG_LEVEL, ...)
-# pass through to it; DATABASE_URL and REDIS_URL are set here to the stack's
-# unix sockets.
+# pass through to it. DATABASE_URL and REDIS_URL are set here to the stack's
+# unix sockets when this stack runs PostgreSQL or Redis; otherwise they are
+# required, and passed through.
 #
 # PostgreSQL refuses to run as root, so as root every daemon of the stack
 # runs as the `postgres` account (created by Debian's postgresql package):
@@ -64,6 +80,24 @@ OVERFLOW_WORKERS=$(setting OVERFLOW_WORKERS 4 1 256)
 PER_PRODUCT=$(setting PER_PRODUCT 2 1 256)
 RATE_LIMIT=$(setting RATE_LIMIT 0 0 100000)
 METRICS_ALLOW=${METRICS_ALLOW:-127.0.0.1}
+SERVICES=${SERVICES:-postgres redis app nginx}
+BIND=${BIND:-127.0.0.1}
+[[ $BIND =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]] || die "BIND must be an IPv4 address (got '$BIND')"
+for s in $SERVICES; do
+    [[ $s =~ ^(postgres|redis|app|nginx|edge)$ ]] ||
+        die "SERVICES: '$s' is not one of postgres, redis, app, nginx, edge"
+done
+# "runs S": whether this stack runs service S.
+runs() { [[ " $SERVICES " == *" $1 "* ]]; }
+! runs nginx || ! runs edge || die "SERVICES: nginx and edge are two roles of one nginx; choose one"
+if runs app; then
+    runs postgres || [[ -n ${DATABASE_URL:-} ]] || die "SERVICES has app without postgres: set DATABASE_URL"
+    runs redis || [[ -n ${REDIS_URL:-} ]] || die "SERVICES has app without redis: set REDIS_URL"
+fi
+! runs edge || [[ -n ${UPSTREAMS:-} ]] || die "SERVICES has edge: set UPSTREAMS"
+[[ -z ${PG_ALLOW:-} || -n ${PG_PASSWORD:-} ]] || die "PG_ALLOW needs PG_PASSWORD"
+# redis-cli reads the password from here, not from its command line.
+[[ -z ${REDIS_PASSWORD:-} ]] || export REDISCLI_AUTH=$REDIS_PASSWORD
 STOCK_BIN=$(realpath -m "${STOCK_BIN:-$ROOT/build/stock-fcgi}")
 
 if [[ $(id -u) -eq 0 ]]; then
@@ -177,13 +211,20 @@ start_postgres() {
         echo "include_if_exists = 'stack.conf'" >>"$PGDATA/postgresql.conf"
     fi
     # Rewritten on every start, so changing PGPORT just works.
+    local listen=127.0.0.1
+    [[ $BIND == 127.0.0.1 ]] || listen+=",$BIND"
     cat >"$PGDATA/stack.conf" <<CONF
-listen_addresses = '127.0.0.1'
+listen_addresses = '$listen'
 port = $PGPORT
 unix_socket_directories = '$SOCK'
 max_connections = 200
+hba_file = '$PGDATA/stack_hba.conf'
 CONF
-    [[ $(id -u) -eq 0 ]] && chown "$STACK_USER:" "$PGDATA/stack.conf"
+    # initdb's rules (trust on the socket and loopback), and PG_ALLOW with a
+    # password: another host's responders.
+    grep -v '^#' "$PGDATA/pg_hba.conf" | grep . >"$PGDATA/stack_hba.conf"
+    [[ -z ${PG_ALLOW:-} ]] || echo "host all postgres $PG_ALLOW scram-sha-256" >>"$PGDATA/stack_hba.conf"
+    [[ $(id -u) -eq 0 ]] && chown "$STACK_USER:" "$PGDATA/stack.conf" "$PGDATA/stack_hba.conf"
     as_user "$(pg_bin pg_ctl)" -D "$PGDATA" -l "$LOG/postgres.log" -w -t 60 start >/dev/null ||
         die "PostgreSQL did not start: see $LOG/postgres.log"
     STARTED+=(postgres)
@@ -193,6 +234,11 @@ CONF
         psql_stack "$DB_NAME" -f "$ROOT/sql/seed.sql"
     else
         psql_stack "$DB_NAME" -f "$ROOT/sql/schema.sql" # adds whatever a newer schema has
+    fi
+    if [[ -n ${PG_PASSWORD:-} ]]; then
+        # On stdin, so the password is in no process list.
+        printf '%s\n' "SET password_encryption = 'scram-sha-256';" \
+            "ALTER ROLE postgres PASSWORD :'pw';" | psql_stack postgres -v pw="$PG_PASSWORD" >/dev/null
     fi
 }
 
@@ -209,8 +255,10 @@ start_redis() {
     local i
     alive "$(pid_of "$RUN/redis.pid")" && return 0
     # Locks are leases that must not outlive a restart: no persistence.
+    local bind=127.0.0.1
+    [[ $BIND == 127.0.0.1 ]] || bind+=" $BIND"
     cat >"$RUN/redis/redis.conf" <<CONF
-bind 127.0.0.1
+bind $bind
 port $REDIS_PORT
 unixsocket "$SOCK/redis.sock"
 unixsocketperm 700
@@ -221,6 +269,10 @@ daemonize yes
 pidfile "$RUN/redis.pid"
 logfile "$LOG/redis.log"
 CONF
+    # The password stays out of the process list, in the 0600 config file.
+    [[ -z ${REDIS_PASSWORD:-} ]] || printf 'requirepass "%s"\n' "$REDIS_PASSWORD" >>"$RUN/redis/redis.conf"
+    chmod 600 "$RUN/redis/redis.conf"
+    [[ $(id -u) -eq 0 ]] && chown "$STACK_USER:" "$RUN/redis/redis.conf"
     as_user redis-server "$RUN/redis/redis.conf" || die "Redis did not start: see $LOG/redis.log"
     STARTED+=(redis)
     for ((i = 0; i < 100; i++)); do
@@ -259,9 +311,15 @@ start_pool() {
 start_app() {
     alive "$(pid_of "$RUN/app.pid")" && alive "$(pid_of "$RUN/overflow.pid")" && return 0
     install -m 755 "$STOCK_BIN" "$RUN/bin/stock-fcgi"
-    DATABASE_URL=$(conninfo "$DB_NAME")
-    export DATABASE_URL
-    export REDIS_URL="unix://$SOCK/redis.sock"
+    if runs postgres; then
+        DATABASE_URL=$(conninfo "$DB_NAME")
+    fi
+    if runs redis; then
+        REDIS_URL="unix://$SOCK/redis.sock"
+        # A unix:// URL has no place for a password.
+        [[ -z ${REDIS_PASSWORD:-} ]] || REDIS_URL="redis://:$REDIS_PASSWORD@127.0.0.1:$REDIS_PORT"
+    fi
+    export DATABASE_URL REDIS_URL
     # A bad setting fails here with its message, not as a crash loop.
     as_user "$RUN/bin/stock-fcgi" --check-config >/dev/null || die "the responder cannot start"
     # Fresh counters for fresh pools (see include/metrics.h), unless one
@@ -272,11 +330,14 @@ start_app() {
     start_pool overflow "$OVERFLOW_WORKERS"
 }
 
+# nginx in front of this host's pools, or (SERVICES has edge) of UPSTREAMS.
 start_nginx() {
     alive "$(pid_of "$RUN/nginx/nginx.pid")" && return 0
-    "$ROOT/nginx/render.sh" "$RUN/nginx" "LISTEN=127.0.0.1:$PORT" "FCGI_SOCKET=$SOCK/app.sock" \
-        "FCGI_OVERFLOW_SOCKET=$SOCK/overflow.sock" "PER_PRODUCT=$PER_PRODUCT" \
-        "RATE_LIMIT=$RATE_LIMIT" "METRICS_ALLOW=$METRICS_ALLOW" \
+    local site=(SITE=stock-api "FCGI_SOCKET=$SOCK/app.sock" "FCGI_OVERFLOW_SOCKET=$SOCK/overflow.sock")
+    runs edge && site=(SITE=edge "UPSTREAMS=$UPSTREAMS" "FAIL_TIMEOUT=${FAIL_TIMEOUT:-5s}")
+    "$ROOT/nginx/render.sh" "$RUN/nginx" "${site[@]}" "LISTEN=$BIND:$PORT" \
+        "PER_PRODUCT=$PER_PRODUCT" "RATE_LIMIT=$RATE_LIMIT" "METRICS_ALLOW=$METRICS_ALLOW" \
+        "REAL_IP_FROM=${REAL_IP_FROM:-unix:}" \
         "RUN_DIR=$RUN/nginx" "ERROR_LOG=$LOG/nginx-error.log" "ACCESS_LOG=$LOG/nginx-access.log"
     as_user nginx -e "$LOG/nginx-error.log" -p "$RUN/nginx" -c "$RUN/nginx/nginx.conf" ||
         die "nginx did not start (is port $PORT free?): see $LOG/nginx-error.log"
@@ -284,10 +345,10 @@ start_nginx() {
 }
 
 wait_ready() {
-    local url=http://127.0.0.1:$PORT/healthz i
+    local url=http://$BIND:$PORT/healthz i
     for ((i = 0; i < 300; i++)); do
         if [[ $(curl -s -o /dev/null -w '%{http_code}' "$url" 2>/dev/null) == 200 ]]; then
-            echo "ready: http://127.0.0.1:$PORT"
+            echo "ready: http://$BIND:$PORT"
             return 0
         fi
         sleep 0.1
@@ -301,11 +362,13 @@ wait_ready() {
 up() {
     STARTED=()
     trap 'echo "stack: start failed; stopping what was started" >&2; stop_started' EXIT
-    start_postgres
-    start_redis
-    start_app
-    start_nginx
-    wait_ready
+    runs postgres && start_postgres
+    runs redis && start_redis
+    runs app && start_app
+    if runs nginx || runs edge; then
+        start_nginx
+        wait_ready
+    fi
     trap - EXIT
 }
 
@@ -357,6 +420,15 @@ status() {
     if pg_running; then echo "postgres: running"; else echo "postgres: stopped"; fi
 }
 
+# Whether every service this stack runs is still running.
+all_running() {
+    { runs nginx || runs edge; } && ! alive "$(pid_of "$RUN/nginx/nginx.pid")" && return 1
+    runs app && ! { alive "$(pid_of "$RUN/app.pid")" && alive "$(pid_of "$RUN/overflow.pid")"; } && return 1
+    runs redis && ! alive "$(pid_of "$RUN/redis.pid")" && return 1
+    runs postgres && ! pg_running && return 1
+    return 0
+}
+
 # Foreground: serve until Ctrl-C (or until a daemon dies), then stop all.
 run() {
     if alive "$(pid_of "$RUN/nginx/nginx.pid")"; then
@@ -364,12 +436,10 @@ run() {
     fi
     up
     trap 'echo; echo "stack: stopping"; down; exit 0' INT TERM
-    echo "Try: curl -X POST http://127.0.0.1:$PORT/buy/1 -H 'Content-Type: application/json' -d '{\"amount\": 1}'"
+    echo "Try: curl -X POST http://$BIND:$PORT/buy/1 -H 'Content-Type: application/json' -d '{\"amount\": 1}'"
     echo "Ctrl-C stops everything. Logs: $LOG"
     while sleep 1; do
-        if ! alive "$(pid_of "$RUN/nginx/nginx.pid")" || ! alive "$(pid_of "$RUN/app.pid")" ||
-            ! alive "$(pid_of "$RUN/overflow.pid")" ||
-            ! alive "$(pid_of "$RUN/redis.pid")" || ! pg_running; then
+        if ! all_running; then
             echo "stack: a service stopped unexpectedly; stopping the rest (logs: $LOG)" >&2
             down
             exit 1

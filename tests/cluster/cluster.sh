@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# cluster.sh -- several machines, each a network namespace this test makes
+# itself, on a bridge of its own:
+#
+#   client 10.77.0.10 --> edge 10.77.0.1 (nginx, SITE=edge)
+#                           |-> a 10.77.0.2 (nginx + both pools)
+#                           |-> b 10.77.0.3 (nginx + both pools)
+#   redis 10.77.0.4 (Redis, requirepass)   pg 10.77.0.5 (PostgreSQL, scram)
+#
+# Host a reaches PostgreSQL through a TCP relay (socat) on its own loopback,
+# which the test pauses (SIGSTOP) to stall that link: this kernel has no
+# netem. Partitions are nftables rules inside a host's namespace.
+#
+# Under a load of buyers with idempotency keys (tests/fault/lib.sh), one
+# fault after another, each followed by the invariants of tests/fault/:
+#   1. host a partitioned from Redis, then healed;
+#   2. host a's link to PostgreSQL stalled beyond LOCK_TTL_MS, then resumed;
+#   3. the edge partitioned from host a, then healed;
+#   4. host a killed whole (every process in it) while it holds purchases.
+# Each prints how long sales stopped. Every name and address exists only in
+# the namespaces, all of which go on exit, failure or interrupt; namespaces
+# a killed run left behind fail the next run (and are removed by it).
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+if [[ $(id -u) != 0 ]]; then
+    echo "ok 1 - cluster # SKIP network namespaces need root"
+    echo "1..1"
+    exit 0
+fi
+
+STOCK_BIN=$ROOT/build/asan/stock-fcgi
+. "$ROOT/tests/cluster/lib.sh"
+RELAY_PORT=6432
+
+# What tests/integration/lib.sh and tests/fault/lib.sh expect: the database
+# and Redis are the pg and redis hosts' (their unix sockets are files, seen
+# from here), and the buyers go through the edge.
+export BASE_URL=http://${ADDR[edge]}:3000 RUN_DIR=$CL/pg PGPORT=5432 STACK STOCK_BIN
+. "$ROOT/tests/integration/lib.sh"
+. "$ROOT/tests/fault/lib.sh"
+rcli() { REDISCLI_AUTH=$REDIS_PW redis-cli -s "$CL/redis/sock/redis.sock" "$@"; }
+# Every client command runs on the client host.
+curl() { on client curl "$@"; }
+
+cleanup() {
+    [[ -n ${MONITOR:-} ]] && kill "$MONITOR" 2>/dev/null
+    teardown "$NS"
+    [[ -n ${KEEP:-} ]] || rm -rf "$CL"
+    cleanup_suite
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+leftover=$(leftovers)
+same "no namespaces left by an earlier run" "$(echo $leftover)" ""
+for prefix in $leftover; do teardown "$prefix"; done
+network_up || echo "not ok - the network namespaces could not be made"
+
+# Host a's relay to PostgreSQL, its own process group: paused as one.
+relay() {
+    on a setsid -f sh -c 'echo $$ >"$1"; shift; exec socat "$@"' sh "$CL/relay.pid" \
+        "TCP-LISTEN:$RELAY_PORT,bind=127.0.0.1,fork,reuseaddr" "TCP:${ADDR[pg]}:5432" \
+        </dev/null >/dev/null 2>&1
+    for _ in {1..50}; do
+        RELAY=$(cat "$CL/relay.pid" 2>/dev/null) && [[ -n $RELAY ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+started=0
+if backends && relay &&
+    responders a "127.0.0.1:$RELAY_PORT" WORKERS=3 OVERFLOW_WORKERS=2 &&
+    responders b "${ADDR[pg]}:5432" WORKERS=3 OVERFLOW_WORKERS=2 &&
+    start edge SERVICES=edge UPSTREAMS="${ADDR[a]}:3000 ${ADDR[b]}:3000" FAIL_TIMEOUT=3s; then
+    started=1
+fi
+same "five hosts start: pg, redis, two responder hosts, an edge" "$started" 1
+((started)) || finish
+
+# --- Addresses and metrics behind the edge ----------------------------------
+http GET /healthz
+expect "through the edge: /healthz answers 200" 200
+http GET /metrics
+expect "through the edge: /metrics is not there (404)" 404 not_found
+for host in a b; do
+    out=$(on edge curl -s "http://${ADDR[$host]}:3000/metrics")
+    check "host $host: /metrics from the edge's address (METRICS_ALLOW) answers 200" \
+        grep -q '^stock_http_requests_total' <<<"$out"
+    STATUS=$(curl -s -o /dev/null -w '%{http_code}' "http://${ADDR[$host]}:3000/metrics")
+    same "host $host: /metrics from a client's address is forbidden" "$STATUS" 403
+done
+buy /buy/1 '{"amount": 1}' -H 'X-Real-IP: 10.77.0.66' -H 'X-Request-Id: realip-check'
+hosts_log=$(cat "$CL"/{a,b}/log/nginx-access.log)
+same "a host logs the client's address the edge saw, not the edge's, nor a forged one" \
+    "$(jq -r 'select(.request_id == "realip-check") | .remote_addr' <<<"$hosts_log")" "${ADDR[client]}"
+
+# --- The faults ---------------------------------------------------------------
+# The time a fault began, and how long sales of its product stopped: from
+# then to its first order, and the longest gap between orders around it.
+stopped() {
+    local product=$1 since=$2
+    sql "SELECT round(extract(epoch FROM min(created_at) FILTER (WHERE created_at > to_timestamp($since)))
+                      - $since, 2)::text || ' s to the first order after it, '
+                || round(extract(epoch FROM max(gap)), 2)::text || ' s longest gap between orders'
+           FROM (SELECT created_at, created_at - lag(created_at) OVER (ORDER BY id) AS gap
+                   FROM orders WHERE product_id = $product) o
+          WHERE created_at > to_timestamp($since - 1)"
+}
+# A request the edge sent to two hosts: allowed only after the first said
+# 503 (it bought nothing). Prints the offenders' ids.
+resent_without_503() {
+    jq -rs 'map(select(.method == "POST")) | group_by(.request_id)
+            | map(select(length > 1 and (map(.status) | index(503)) == null)) | .[][0].request_id' \
+        "$CL"/{a,b}/log/nginx-access.log 2>/dev/null | sort -u
+}
+# Lock grants (the acquire script's SET NX, as MONITOR shows a script's
+# calls) with a token that a release had already been sent with. The release
+# script is the one whose first call reads the lock key; its token is the
+# first ARGV (field 11: time, [db, client], EVALSHA, sha, 4, four keys).
+stale_acquires() {
+    awk 'NR == FNR {
+             if ($4 == "\"EVALSHA\"") { sha = $5; first = 1; next }
+             if (first && $3 == "lua]" && $4 == "\"GET\"" && $5 ~ /^"lock:product:/) release[sha] = 1
+             first = 0
+             next
+         }
+         $4 == "\"EVALSHA\"" && ($5 in release) { released[$11] = 1 }
+         $3 == "lua]" && $4 == "\"SET\"" && $5 ~ /^"lock:product:/ && ($6 in released) { print $6 }' \
+        "$1" "$1" | head -n 3
+}
+nft_cut() { # HOST PEER: drops everything between them, in HOST's namespace
+    on "$1" nft -f - <<NFT
+table inet cut {
+    chain in { type filter hook input priority 0; ip saddr $2 drop; }
+    chain out { type filter hook output priority 0; ip daddr $2 drop; }
+}
+NFT
+}
+nft_heal() { on "$1" nft delete table inet cut; }
+
+# 1. Host a loses Redis. Its workers time out, answer 503, and the edge sends
+# those purchases to b. The heal must not leave a lock that nobody releases:
+# a command the kernel resent after the worker gave up would take the lock
+# after the worker's own "release what I may hold" (Redis MONITOR shows it).
+P=$(new_product "Cluster: Redis partition" 100000)
+rcli MONITOR >"$CL/monitor" 2>/dev/null &
+MONITOR=$!
+start_load "$P" 8
+sleep 1
+t0=$(date +%s.%N)
+nft_cut a "${ADDR[redis]}"
+sleep 3
+nft_heal a
+sleep 4
+stop_load
+kill "$MONITOR"
+MONITOR=
+echo "# Redis partition of host a: $(stopped "$P" "$t0")"
+stale=$(stale_acquires "$CL/monitor")
+same "after the heal, no lock was taken with a token already released" "$stale" ""
+same "no client got service_unavailable: the edge sent a's 503s to b" \
+    "$(answered service_unavailable)" 0
+check "host a did answer 503 while cut off from Redis" \
+    jq -se 'any(.status == 503)' "$CL/a/log/nginx-access.log"
+same "no POST reached two hosts unless the first answered 503" "$(resent_without_503)" ""
+check_invariants "$P" 100000
+
+# 2. Host a's link to PostgreSQL stalls (its relay paused) for longer than a
+# lock lives, then resumes and delivers what it held. Host b, whose link is
+# fine, goes on selling the same product: a's stalled transactions hold the
+# row for at most STATEMENT_TIMEOUT_MS + 500 ms (the server ends them), and a
+# row that is busy is "lock_timeout" (429), never a 503 from b. What a sent
+# before the stall is delivered late and commits nothing.
+P=$(new_product "Cluster: stalled PostgreSQL link" 100000)
+start_load "$P" 8
+sleep 1
+t0=$(date +%s.%N)
+kill -STOP -- "-$RELAY"
+sleep $((LOCK_TTL_MS / 1000 + 1))
+during=$(sql "SELECT COUNT(*) FROM orders WHERE product_id = $P AND created_at > to_timestamp($t0 + 2)")
+kill -CONT -- "-$RELAY"
+sleep 2
+stop_load
+echo "# PostgreSQL link of host a stalled: $(stopped "$P" "$t0")"
+check "host b sold the product while a's link stalled ($during orders)" test "$during" -gt 0
+same "host b answered no 503: its PostgreSQL and Redis were fine" \
+    "$(jq -r --arg t "$t0" 'select(.status == 503) | .request_id' "$CL/b/log/nginx-access.log" | grep -c "^fault-$$-$P-")" 0
+same "no POST reached two hosts unless the first answered 503" "$(resent_without_503)" ""
+check_invariants "$P" 100000
+
+# 3. The edge loses host a for a while. New purchases go to b (a connect that
+# times out sent nothing, and is tried once more); those a already had are
+# answered when the link comes back. None is sent to both.
+P=$(new_product "Cluster: edge partitioned from a host" 100000)
+start_load "$P" 8
+sleep 1
+t0=$(date +%s.%N)
+nft_cut edge "${ADDR[a]}"
+sleep 3
+nft_heal edge
+sleep 2
+stop_load
+echo "# edge cut from host a: $(stopped "$P" "$t0")"
+same "no purchase went unanswered" "$(answered 000)" 0
+same "no POST reached two hosts unless the first answered 503" "$(resent_without_503)" ""
+check_invariants "$P" 100000
+
+# 4. Host a dies whole: every process in it, at once, while it holds
+# purchases (its responders frozen for a second first, so that some are in
+# flight there for sure). Those are answered 504 outcome_unknown, and the
+# same key, retried, gets a definite answer; the others go to b. Every
+# answer is an order or problem+json, never nginx's HTML.
+P=$(new_product "Cluster: a host killed" 100000)
+start_load "$P" 8
+sleep 1
+t0=$(date +%s.%N)
+frozen=$(RUN_DIR=$CL/a workers)
+kill -STOP $frozen
+sleep 1
+for pid in $(ip netns pids "$NS-a"); do kill -KILL "$pid" 2>/dev/null; done
+sleep 3
+stop_load
+echo "# host a killed: $(stopped "$P" "$t0")"
+same "no purchase went unanswered" "$(answered 000)" 0
+same "every answer is an order or a problem" \
+    "$(cut -d' ' -f3- "$TMP/answers" | jq -Rr 'fromjson? // "not json" | .code // .order_id // "?"' |
+        grep -c -e '^not json$' -e '^?$')" 0
+unknown=$(awk '/"code":"outcome_unknown"/ {print $1}' "$TMP/answers")
+check "the purchases a had when it died are outcome_unknown ($(wc -w <<<"$unknown"))" test -n "$unknown"
+definite=0
+for key in $unknown; do
+    buy "/buy/$P" '{"amount": 1}' -H "Idempotency-Key: $key"
+    [[ $STATUS == 200 ]] && definite=$((definite + 1))
+done
+same "each of them, retried with its key, gets its order" "$definite" "$(wc -w <<<"$unknown")"
+check "selling goes on at host b after a died" \
+    test "$(sql "SELECT COUNT(*) FROM orders WHERE product_id = $P AND created_at > to_timestamp($t0 + 2)")" -gt 0
+check_invariants "$P" 100000
+
+# What a responder under ASan or UBSan reported, on any host.
+reports=$(ls "$CL"/{a,b}/log/sanitizer.* 2>/dev/null)
+same "sanitizers: no report from any host's responders" "$reports" ""
+[[ -z $reports ]] || sed 's/^/#   /' $reports | head -n 40
+
+finish
