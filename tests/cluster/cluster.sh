@@ -16,7 +16,8 @@
 #   1. host a partitioned from Redis, then healed;
 #   2. host a's link to PostgreSQL stalled beyond LOCK_TTL_MS, then resumed;
 #   3. the edge partitioned from host a, then healed;
-#   4. host a killed whole (every process in it) while it holds purchases.
+#   4. both hosts degraded at once (a from Redis, b from PostgreSQL);
+#   5. host a killed whole (every process in it) while it holds purchases.
 # Each prints how long sales stopped. Every name and address exists only in
 # the namespaces, all of which go on exit, failure or interrupt; namespaces
 # a killed run left behind fail the next run (and are removed by it).
@@ -55,7 +56,8 @@ trap 'exit 130' INT TERM
 leftover=$(leftovers)
 same "no namespaces left by an earlier run" "$(echo $leftover)" ""
 for prefix in $leftover; do teardown "$prefix"; done
-network_up || echo "not ok - the network namespaces could not be made"
+ADDR[edge1]=$NET.6 # a second edge, rate limited, that no load goes through
+network_up || not_ok "the network namespaces could be made"
 
 # Host a's relay to PostgreSQL, its own process group: paused as one.
 relay() {
@@ -73,10 +75,11 @@ started=0
 if backends && relay &&
     responders a "127.0.0.1:$RELAY_PORT" WORKERS=3 OVERFLOW_WORKERS=2 &&
     responders b "${ADDR[pg]}:5432" WORKERS=3 OVERFLOW_WORKERS=2 &&
-    start edge SERVICES=edge UPSTREAMS="${ADDR[a]}:3000 ${ADDR[b]}:3000" FAIL_TIMEOUT=3s; then
+    start edge SERVICES=edge UPSTREAMS="${ADDR[a]}:3000 ${ADDR[b]}:3000" FAIL_TIMEOUT=3s &&
+    start edge1 SERVICES=edge UPSTREAMS="${ADDR[a]}:3000 ${ADDR[b]}:3000" RATE_LIMIT=1; then
     started=1
 fi
-same "five hosts start: pg, redis, two responder hosts, an edge" "$started" 1
+same "the hosts start: pg, redis, two responder hosts, two edges" "$started" 1
 ((started)) || finish
 
 # --- Addresses and metrics behind the edge ----------------------------------
@@ -96,6 +99,17 @@ hosts_log=$(cat "$CL"/{a,b}/log/nginx-access.log)
 same "a host logs the client's address the edge saw, not the edge's, nor a forged one" \
     "$(jq -r 'select(.request_id == "realip-check") | .remote_addr' <<<"$hosts_log")" "${ADDR[client]}"
 
+# The edge's own errors on a purchase are problem+json too (its /buy/
+# location has error pages of its own, and must repeat the others).
+buy /buy/1 "{\"amount\": 1, \"pad\": \"$(printf '%02000d' 0)\"}"
+expect "through the edge: a body over 1 KiB is 413 payload_too_large" 413 payload_too_large
+edge=$BASE_URL
+BASE_URL=http://${ADDR[edge1]}:3000
+for i in 1 2 3 4; do buy /buy/999999 '{"amount": 1}'; done
+expect "an edge with RATE_LIMIT=1: the 4th purchase at once is 429 too_many_requests" 429 too_many_requests
+same "and it says when to retry" "$(header Retry-After)" 1
+BASE_URL=$edge
+
 # --- The faults ---------------------------------------------------------------
 # The time a fault began, and how long sales of its product stopped: from
 # then to its first order, and the longest gap between orders around it.
@@ -114,10 +128,25 @@ sold_since() {
 }
 # A request the edge sent to two hosts: allowed only after the first said
 # 503 (it bought nothing). Prints the offenders' ids.
+# From the edge's log, which lists every attempt of a request (", " between
+# hosts, " : " between passes): every attempt but the last must have been a
+# 503 or have sent nothing. From the hosts' logs: a request id that reached
+# both hosts must have been answered 503 by one of them.
 resent_without_503() {
+    jq -r 'select(.method == "POST") | . as $r
+           | [.upstream_status, .upstream_bytes_sent] | map(split(", | : "; null)) | transpose
+           | .[:-1] | map(select(.[0] != "503" and .[1] != "0"))
+           | select(length > 0) | $r.request_id' "$CL/edge/log/nginx-access.log"
     jq -rs 'map(select(.method == "POST")) | group_by(.request_id)
             | map(select(length > 1 and (map(.status) | index(503)) == null)) | .[][0].request_id' \
-        "$CL"/{a,b}/log/nginx-access.log 2>/dev/null | sort -u
+        "$CL"/{a,b}/log/nginx-access.log
+}
+# The edge's own 504s whose attempts were each a 503 or sent nothing: a
+# purchase nobody can have made, called outcome_unknown.
+false_unknowns() {
+    jq -r 'select(.method == "POST" and .status == 504) | . as $r
+           | [.upstream_status, .upstream_bytes_sent] | map(split(", | : "; null)) | transpose
+           | select(all(.[0] == "503" or .[1] == "0")) | $r.request_id' "$CL/edge/log/nginx-access.log"
 }
 # Lock grants (the acquire script's SET NX, as MONITOR shows a script's
 # calls) with a token that a release had already been sent with. The release
@@ -192,7 +221,7 @@ stop_load
 echo "# PostgreSQL link of host a stalled: $(stopped "$P" "$t0")"
 check "host b sold the product while a's link stalled ($during orders)" test "$during" -gt 0
 same "host b answered no 503: its PostgreSQL and Redis were fine" \
-    "$(jq -r --arg t "$t0" 'select(.status == 503) | .request_id' "$CL/b/log/nginx-access.log" | grep -c "^fault-$$-$P-")" 0
+    "$(jq -r 'select(.status == 503) | .request_id' "$CL/b/log/nginx-access.log" | grep -c "^fault-$$-$P-")" 0
 same "no POST reached two hosts unless the first answered 503" "$(resent_without_503)" ""
 check_invariants "$P" 100000
 
@@ -215,7 +244,32 @@ same "no purchase went unanswered" "$(answered 000)" 0
 same "no POST reached two hosts unless the first answered 503" "$(resent_without_503)" ""
 check_invariants "$P" 100000
 
-# 4. Host a dies whole: every process in it, at once, while it holds
+# 4. Both hosts degraded at once: a cut off from Redis, b from PostgreSQL.
+# Every purchase is answered 503 by both (nothing bought), or 200, or a
+# host's own outcome_unknown for a COMMIT the cut caught; the edge, having
+# run out of hosts, must not call a purchase that only met 503s and
+# connects that sent nothing "outcome_unknown".
+P=$(new_product "Cluster: both hosts degraded" 100000)
+start_load "$P" 8
+sleep 1
+t0=$(date +%s.%N)
+nft_cut a "${ADDR[redis]}"
+nft_cut b "${ADDR[pg]}"
+sleep 2
+nft_heal a
+nft_heal b
+t1=$(date +%s.%N)
+sleep 2
+stop_load
+echo "# both hosts degraded: $(stopped "$P" "$t0")"
+same "the edge made no outcome_unknown of 503s and unsent attempts" "$(false_unknowns)" ""
+check "clients got 503 while no host could sell ($(answered service_unavailable))" \
+    test "$(answered service_unavailable)" -gt 0
+check "selling goes on after the heal" test "$(sold_since "$P" "$t1")" -gt 0
+same "no POST reached two hosts unless the first answered 503" "$(resent_without_503)" ""
+check_invariants "$P" 100000
+
+# 5. Host a dies whole: every process in it, at once, while it holds
 # purchases (its responders frozen for a second first, so that some are in
 # flight there for sure). Those are answered 504 outcome_unknown, and the
 # same key, retried, gets a definite answer; the others go to b. Every

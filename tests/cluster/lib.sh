@@ -14,8 +14,8 @@ declare -A ADDR=([edge]=$NET.1 [a]=$NET.2 [b]=$NET.3 [redis]=$NET.4 [pg]=$NET.5 
 NS=stockcl$$ # namespaces: $NS-br (the bridge), $NS-edge, $NS-a, ...
 CL=$(mktemp -d /tmp/stock-cluster.XXXXXX)
 chmod 755 "$CL"
-PG_PW=pg-$RANDOM$RANDOM
-REDIS_PW=redis-$RANDOM$RANDOM
+PG_PW=pg-$(od -An -tx8 -N8 /dev/urandom | tr -d ' ')
+REDIS_PW=redis-$(od -An -tx8 -N8 /dev/urandom | tr -d ' ')
 LOCK_TTL_MS=${LOCK_TTL_MS:-5000}
 STACK=$ROOT/tests/stack/stack.sh
 

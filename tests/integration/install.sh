@@ -61,7 +61,16 @@ server 10.0.0.3:3000 max_fails=1 fail_timeout=5s;"
 out=$("$P/share/stock-api/nginx/render.sh" "$TMP/bad" SITE=edge 2>&1)
 check "an edge without UPSTREAMS is refused, naming it ($out)" grep -q UPSTREAMS <<<"$out"
 out=$("$P/share/stock-api/nginx/render.sh" "$TMP/bad" SITE=edge UPSTREAMS='a;b' 2>&1)
-check "an upstream that is not host:port is refused ($out)" grep -q "not a host:port" <<<"$out"
+check "an upstream that is not an address is refused ($out)" grep -q "is not an address" <<<"$out"
+# Nothing a caller passes becomes nginx directives or sed commands.
+for bad in 'X@|y|;e touch /tmp/x' 'RATE_LIMIT=5 nodelay; include /etc/passwd' 'FAIL_TIMEOUT=5s;' \
+    'LISTEN=a\b' 'REAL_IP_FROM=10.0.0.1;allow'; do
+    out=$("$P/share/stock-api/nginx/render.sh" "$TMP/bad" SITE=edge UPSTREAMS=10.0.0.2:3000 "$bad" 2>&1)
+    check "render.sh refuses '$bad' ($out)" test $? != 0
+done
+out=$("$P/share/stock-api/nginx/render.sh" "$TMP/bad" SITE=edge UPSTREAMS=10.0.0.2:3000 \
+    RATE_LIMIT=0 RATE_LIMIT=5 2>&1)
+check "render.sh refuses a setting given twice ($out)" grep -q "given twice" <<<"$out"
 
 # DESTDIR stages the files; the unit still names the final paths.
 make -s -C "$ROOT" install DESTDIR="$TMP/stage" PREFIX=/usr >"$TMP/install.log" 2>&1

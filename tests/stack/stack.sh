@@ -96,6 +96,12 @@ if runs app; then
 fi
 ! runs edge || [[ -n ${UPSTREAMS:-} ]] || die "SERVICES has edge: set UPSTREAMS"
 [[ -z ${PG_ALLOW:-} || -n ${PG_PASSWORD:-} ]] || die "PG_ALLOW needs PG_PASSWORD"
+# Passwords go into URLs and configuration files as they are: characters
+# that need no quoting or escaping anywhere.
+for name in PG_PASSWORD REDIS_PASSWORD; do
+    [[ -z ${!name:-} || ${!name} =~ ^[A-Za-z0-9._~-]{12,128}$ ]] ||
+        die "$name must be 12 to 128 letters, digits or . _ ~ -"
+done
 # redis-cli reads the password from here, not from its command line.
 [[ -z ${REDIS_PASSWORD:-} ]] || export REDISCLI_AUTH=$REDIS_PASSWORD
 STOCK_BIN=$(realpath -m "${STOCK_BIN:-$ROOT/build/stock-fcgi}")
@@ -236,9 +242,10 @@ CONF
         psql_stack "$DB_NAME" -f "$ROOT/sql/schema.sql" # adds whatever a newer schema has
     fi
     if [[ -n ${PG_PASSWORD:-} ]]; then
-        # On stdin, so the password is in no process list.
+        # On stdin, so the password is in no process list (it has no quote:
+        # checked above).
         printf '%s\n' "SET password_encryption = 'scram-sha-256';" \
-            "ALTER ROLE postgres PASSWORD :'pw';" | psql_stack postgres -v pw="$PG_PASSWORD" >/dev/null
+            "ALTER ROLE postgres PASSWORD '$PG_PASSWORD';" | psql_stack postgres >/dev/null
     fi
 }
 
@@ -257,6 +264,8 @@ start_redis() {
     # Locks are leases that must not outlive a restart: no persistence.
     local bind=127.0.0.1
     [[ $BIND == 127.0.0.1 ]] || bind+=" $BIND"
+    # Made unreadable before the password goes in.
+    install -m 600 /dev/null "$RUN/redis/redis.conf"
     cat >"$RUN/redis/redis.conf" <<CONF
 bind $bind
 port $REDIS_PORT
@@ -271,7 +280,6 @@ logfile "$LOG/redis.log"
 CONF
     # The password stays out of the process list, in the 0600 config file.
     [[ -z ${REDIS_PASSWORD:-} ]] || printf 'requirepass "%s"\n' "$REDIS_PASSWORD" >>"$RUN/redis/redis.conf"
-    chmod 600 "$RUN/redis/redis.conf"
     [[ $(id -u) -eq 0 ]] && chown "$STACK_USER:" "$RUN/redis/redis.conf"
     as_user redis-server "$RUN/redis/redis.conf" || die "Redis did not start: see $LOG/redis.log"
     STARTED+=(redis)
