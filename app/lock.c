@@ -121,13 +121,15 @@ static int new_token(char out[33])
  * and reset the connection, instead of the kernel resending it until it is
  * acknowledged. Across a network partition a plain close() let a timed-out
  * "SET lock:product:3 ... NX PX 5000" reach Redis seconds later, after this
- * worker's release of that very lock (on a new connection) had run: the
- * lock then held its product for its full TTL with nobody left to release
- * it. Discarded, the command either had reached Redis when we gave up, and
- * runs before anything Redis reads from a later connection (which it must
- * accept first), or never runs. (A unix socket has no send queue of its
- * own: what was written is already Redis's.) A failure here costs only that
- * guarantee, not the close: it is logged, not fatal. */
+ * worker's release of that very lock (on a new connection) had run. On a
+ * direct connection, discarded, the command either had reached Redis when
+ * we gave up, and runs before anything Redis reads from a later connection
+ * (which it must accept first), or never runs. (A unix socket has no send
+ * queue of its own: what was written is already Redis's.) A relay in
+ * between (spiped, stunnel, socat, a proxy) has read the command already,
+ * and no reset of ours reaches what it holds: release_left_over covers
+ * that case, and this one too; the reset only makes a late command rarer.
+ * A failure here is logged, not fatal. */
 static void abort_connection(redisContext *c)
 {
     struct linger hard = {.l_onoff = 1, .l_linger = 0};
@@ -158,6 +160,7 @@ static void reply_err(struct lock_client *lc, const char *what, const redisReply
  * as is: the connection is still fine. */
 static redisReply *vcommand(struct lock_client *lc, const char *fmt, va_list ap)
 {
+    lc->sent_ms = clock_ms();
     redisReply *r = redisvCommand(lc->redis, fmt, ap);
     if (r == NULL) {
         set_err(lc, "redis: %s", lc->redis->errstr[0] ? lc->redis->errstr : "connection lost");
@@ -306,6 +309,60 @@ static int run_release(struct lock_client *lc, const struct lock *lk, int64_t st
                       "release");
 }
 
+/* Redis and this host may not agree on the length of a millisecond: the
+ * Redlock margin of 1% of the TTL plus 2 ms. */
+static int drift_ms(int ttl)
+{
+    return ttl / 100 + 2;
+}
+
+/* Remembers lk as a lock we may hold but could not release, sent_ms being
+ * when the command that failed was sent: the acquire's for an acquire, the
+ * release's for a release (not lk's grant: a record must not end before the
+ * lock it names could). Only the most recent is kept: see lock.h. */
+static void remember(struct lock_client *lc, const struct lock *lk, int64_t sent_ms)
+{
+    lc->unreleased = *lk;
+    lc->unreleased.started_ms = sent_ms;
+}
+
+/* Releases the lock a failed command may have left (lc->unreleased),
+ * owner-checked, on every call that reaches Redis until a TTL has passed
+ * since that command was sent; not just once. A failed release's lock has
+ * expired by then. A timed-out SET may reach Redis after our first release
+ * ran: behind a relay (spiped, stunnel, socat, a proxy) that read it before
+ * its own link to Redis broke, no reset of ours can stop it, and it comes
+ * when that link heals. Each call then finds it and gives it back, if it
+ * came within the TTL; one that comes later still expires by its own TTL.
+ * Finding the lock not ours is normal (not yet there, or never to be): it
+ * is not logged. The cost is one more round trip per call, and only while
+ * a record is pending: a TTL at most after a failure. After that the
+ * record is dropped without one. Timed on CLOCK_MONOTONIC: a wall-clock step
+ * cannot cut it short, and time this host spent suspended only makes it
+ * longer. 0, or -1 when Redis failed (the record stays). */
+static int release_left_over(struct lock_client *lc)
+{
+    struct lock *u = &lc->unreleased;
+    int ttl = lc->cfg->lock_ttl_ms;
+    if (u->key[0] == '\0')
+        return 0;
+    if (clock_ms() >= u->started_ms + ttl + drift_ms(ttl)) {
+        u->key[0] = '\0';
+        return 0;
+    }
+    switch (run_release(lc, u, LOCK_STOCK_NONE)) {
+    case -1:
+        return -1;
+    case 1:
+        /* A command is delivered once: this one cannot come back. */
+        log_info("released %s, left over from a failed command", u->key);
+        u->key[0] = '\0';
+        return 0;
+    default:
+        return 0;
+    }
+}
+
 enum lock_status lock_ready(struct lock_client *lc)
 {
     if (lc->redis != NULL) {
@@ -321,18 +378,7 @@ enum lock_status lock_ready(struct lock_client *lc)
     /* A failure is only recorded (lc->err): the caller logs it, once. */
     if (lc->redis == NULL && connect_redis(lc) < 0)
         return LOCK_UNAVAILABLE;
-    if (lc->unreleased.key[0] != '\0') {
-        switch (run_release(lc, &lc->unreleased, LOCK_STOCK_NONE)) {
-        case -1:
-            return LOCK_UNAVAILABLE;
-        case 1:
-            log_info("released %s, left over from a failed command", lc->unreleased.key);
-            /* fall through */
-        default:
-            lc->unreleased.key[0] = '\0';
-        }
-    }
-    return LOCK_OK;
+    return release_left_over(lc) < 0 ? LOCK_UNAVAILABLE : LOCK_OK;
 }
 
 /* The longest single wait. A token can be lost: a waiter that took one may
@@ -418,10 +464,13 @@ enum lock_status lock_acquire(struct lock_client *lc, int32_t product, int32_t w
         case 0:
             break;
         default:
-            /* An acquire that timed out may still have been applied: it is
-             * released as soon as Redis answers again, or expires by TTL. */
-            if (lc->redis == NULL)
-                (void)lock_release(lc, lk, LOCK_STOCK_NONE);
+            /* An acquire lost with its connection may have been applied, or
+             * may be yet: remember it, and try to give it back at once, on
+             * a new connection. */
+            if (lc->redis == NULL) {
+                remember(lc, lk, lc->sent_ms);
+                (void)lock_ready(lc);
+            }
             return LOCK_UNAVAILABLE;
         }
         int64_t left = deadline - clock_ms();
@@ -440,9 +489,15 @@ enum lock_status lock_acquire(struct lock_client *lc, int32_t product, int32_t w
 
 enum lock_status lock_release(struct lock_client *lc, const struct lock *lk, int64_t stock_seen)
 {
-    int rc = lock_ready(lc) == LOCK_OK ? run_release(lc, lk, stock_seen) : -1;
+    /* Not sent, the release counts as sent now; sent and lost, from when
+     * it was. Either is after the grant. */
+    if (lock_ready(lc) != LOCK_OK) {
+        remember(lc, lk, clock_ms());
+        return LOCK_UNAVAILABLE;
+    }
+    int rc = run_release(lc, lk, stock_seen);
     if (rc < 0) {
-        lc->unreleased = *lk; /* for the next call that reaches Redis */
+        remember(lc, lk, lc->sent_ms);
         return LOCK_UNAVAILABLE;
     }
     return rc == 1 ? LOCK_OK : LOCK_LOST;
@@ -481,10 +536,7 @@ enum lock_status lock_refence(struct lock_client *lc, struct lock *lk, int64_t f
 int lock_valid(const struct lock_client *lc, const struct lock *lk, int reserve_ms)
 {
     int ttl = lc->cfg->lock_ttl_ms;
-    /* Redis and this host may not agree on the length of a millisecond:
-     * keep the Redlock margin of 1% of the TTL plus 2 ms. */
-    int drift = ttl / 100 + 2;
-    return clock_ms() + reserve_ms < lk->started_ms + ttl - drift;
+    return clock_ms() + reserve_ms < lk->started_ms + ttl - drift_ms(ttl);
 }
 
 enum lock_status lock_owned(struct lock_client *lc, const struct lock *lk)

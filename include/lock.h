@@ -35,17 +35,27 @@
  * Scripts run with EVALSHA, falling back to EVAL when Redis lost its script
  * cache. One hiredis connection per worker process. Every command is bounded
  * by REDIS_TIMEOUT_MS; after any connection error the context is dropped and
- * the next call reconnects, so a Redis restart needs no worker restart. A
+ * the next call reconnects, so a Redis restart needs no worker restart.
+ *
+ * A lock a failed command may have left is given back: a lock whose release
+ * failed, or whose acquire was lost with its connection (applied, or still
+ * to be: see below). The worker remembers it (lc->unreleased) and runs the
+ * owner-checked release for it on every call that reaches Redis, until
+ * LOCK_TTL_MS has passed since the failed command was sent (CLOCK_MONOTONIC),
+ * then forgets it without a round trip. That costs one more round trip per
+ * call, only while such a lock is pending. A late SET ... NX that reaches
+ * Redis within that time is released by the worker's next call after it,
+ * rather than left to block its product for its TTL. Late it can be: a
  * dropped connection is closed abortively (SO_LINGER 0: a reset, its unsent
- * data discarded), so a command we gave up on cannot reach Redis later, as
- * the kernel's retransmissions would carry it after a network partition: it
- * either had reached Redis when we gave up, and runs before anything Redis
- * reads from a later connection, or it never runs. That is what makes this
- * true: a lock whose release failed (or whose acquire timed out, and may
- * have been applied) is released on the next call that reaches Redis, rather
- * than left to block its product until its TTL. Only the most recent one is
- * remembered: a worker fails at most one purchase per outage before it stops
- * reaching Redis, and any older one still expires by its TTL.
+ * data discarded), so on a direct connection a command we gave up on either
+ * had reached Redis, and runs before anything Redis reads from a later
+ * connection, or never runs; but a relay in between (spiped, stunnel, socat,
+ * a proxy) may have read it already, and delivers it when its own link to
+ * Redis heals. One that arrives later than that TTL, or while the worker
+ * makes no call, blocks its product for its TTL at most, like a holder that
+ * died. Only the most recent failure is remembered: a second one within the
+ * TTL needs Redis to have answered in between (which released the first, if
+ * it had arrived), and the older then expires by its TTL at most.
  *
  * Calls record why they failed in lc->err and do not log it: their caller
  * does, once. */
@@ -95,7 +105,10 @@ struct lock_client {
     const struct config *cfg;
     struct redisContext *redis;
     char sha[SCRIPT_COUNT][41]; /* SHA1 of each script on this server */
-    struct lock unreleased;     /* the last lock we may hold but could not release */
+    /* The last lock we may hold but could not release, key empty if none;
+     * its started_ms is when the command that failed was sent. */
+    struct lock unreleased;
+    int64_t sent_ms; /* CLOCK_MONOTONIC when the last command was sent */
     char err[256];
     unsigned long errors;   /* failures recorded in err, for the metrics */
     unsigned long connects; /* connections made, for the metrics */

@@ -100,6 +100,58 @@ check "it gave the left-over lock back first (with LOCK_WAIT_MS=0 it could not h
     grep -q "released lock:product:$W, left over" "$TMP/w.log"
 stop_worker
 
+# The same behind a TCP relay (spiped, stunnel, a proxy), which no reset can
+# reach: the relay has read the SET, and delivers it when its own link to
+# Redis comes back, after the worker's release of that token (on a new
+# connection) has found nothing. Two socats: the relay the worker talks to
+# over TCP, and the far end of the relay's link to Redis, whose process for
+# the worker's connection is paused (SIGSTOP) to hold what the relay sent
+# it. The worker keeps releasing that token on every call until a TTL has
+# passed since it sent the SET (30 s here), so its next request finds the
+# lock, gives it back and buys; before, it released once, found nothing,
+# and forgot it: the lock blocked the product for the whole TTL.
+L=$(new_product "Relay delivers late" 10)
+relay_port=$("$(dirname "$0")/../stack/free-port.sh" 1)
+socat UNIX-LISTEN:"$TMP/far.sock",fork UNIX-CONNECT:"$RUN_DIR/sock/redis.sock" 2>/dev/null &
+far=$!
+socat TCP-LISTEN:"$relay_port",bind=127.0.0.1,reuseaddr,fork UNIX-CONNECT:"$TMP/far.sock" \
+    2>/dev/null &
+relay=$!
+# Ready once a connection crosses both; then wait until that one's link is
+# gone, so the worker's is the only one.
+for ((i = 0; i < 100; i++)); do
+    [[ -S $TMP/far.sock ]] && (exec 3<>"/dev/tcp/127.0.0.1/$relay_port") 2>/dev/null && break
+    sleep 0.05
+done
+for ((i = 0; i < 100; i++)); do
+    [[ -z $(cat /proc/"$far"/task/*/children 2>/dev/null) ]] && break
+    sleep 0.05
+done
+LOCK_WAIT_MS=0 LOCK_TTL_MS=30000 WORKER_REDIS_URL=redis://127.0.0.1:$relay_port start_worker
+link=$(cat /proc/"$far"/task/*/children 2>/dev/null)
+check "relay: the worker's connection crosses one link" test "$(wc -w <<<"$link")" = 1
+kill -STOP "$link"
+fcgi_buy "$L" >"$TMP/answer"
+check "relay: the link is down: the worker answers 503" grep -q '^Status: 503' "$TMP/answer"
+same "relay: the SET has not reached Redis (it waits on the relay's link)" \
+    "$(rcli EXISTS "lock:product:$L")" 0
+kill -CONT "$link"
+for ((i = 0; i < 100; i++)); do
+    [[ $(rcli EXISTS "lock:product:$L") == 1 ]] && break
+    sleep 0.05
+done
+same "relay: the link is back: the relay delivered the SET after the release" \
+    "$(rcli EXISTS "lock:product:$L")" 1
+fcgi_buy "$L" >"$TMP/answer"
+check "relay: the worker's next request succeeds (LOCK_WAIT_MS=0: it could not have waited)" \
+    grep -q '^Status: 200' "$TMP/answer"
+check "relay: it gave the late lock back first" \
+    grep -q "released lock:product:$L, left over" "$TMP/w.log"
+same "relay: no lock is left" "$(rcli EXISTS "lock:product:$L")" 0
+stop_worker
+kill "$relay" "$far" 2>/dev/null
+wait "$relay" "$far" 2>/dev/null
+
 H=$(new_product "Hung PostgreSQL" 10)
 pids=$(pg_pids)
 # shellcheck disable=SC2086

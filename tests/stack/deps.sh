@@ -20,7 +20,8 @@ spawn-fcgi multiwatch nginx redis-server postgresql postgresql-client curl"
 # jq and the compilers for the tests; podman and its helpers, debootstrap (and
 # the archive key it checks the base image with) and
 # docker-compose for the compose smoke test (tests/compose/); iproute2,
-# nftables and socat for the cluster test (tests/cluster/).
+# nftables and socat for the cluster test (tests/cluster/), socat also for a
+# relay in the outages test.
 TEST_PACKAGES="jq clang-format clang libclang-rt-dev docker-compose
 podman runc netavark aardvark-dns iptables debootstrap debian-archive-keyring
 iproute2 nftables socat"
