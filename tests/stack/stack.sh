@@ -36,8 +36,9 @@
 #   PG_ALLOW    a CIDR that may connect to PostgreSQL over TCP, with
 #               PG_PASSWORD (scram-sha-256) as user postgres
 #   REDIS_PASSWORD  Redis's requirepass (for any client, sockets too)
-#   REAL_IP_FROM    the edges' address or CIDR: nginx takes the client's
-#               address from their X-Real-IP (default unix:, none)
+#   REAL_IP_FROM    the edges' addresses or CIDRs, space-separated: nginx
+#               takes the client's address from their X-Real-IP (default
+#               unix:, none)
 #   UPSTREAMS   edge: the hosts' nginx, "ADDR:PORT ADDR:PORT..."
 #   FAIL_TIMEOUT edge: how long a failed host stays out (default 5s)
 # The responder's own settings (LOCK_TTL_MS, LOCK_WAIT_MS, LOG_LEVEL, ...)
