@@ -28,17 +28,29 @@
 # nothing; UPSTREAMS becomes OUT_DIR/upstreams.conf and upstreams-any.conf,
 # and REAL_IP_FROM OUT_DIR/real-ip.conf.
 set -eu
-
-src=$(cd "$(dirname "$0")" && pwd)
-out=${1:?usage: render.sh OUT_DIR NAME=value...}
-shift
-mkdir -p "$out/extra"
-out=$(cd "$out" && pwd)
+# Lists (UPSTREAMS, REAL_IP_FROM) are split on spaces, never globbed.
+set -f
 
 die() {
     echo "render.sh: $*" >&2
     exit 1
 }
+
+# What goes between double quotes in the templates, and through sed: no
+# quote, backslash or newline, and no $ (an nginx variable in a path).
+plain() { # NAME VALUE
+    case $2 in
+    *'"'* | *'\'* | *'$'* | *'
+'*) die "$1 must not contain a double quote, a backslash, a \$ or a newline" ;;
+    esac
+}
+
+src=$(cd "$(dirname "$0")" && pwd)
+out=${1:?usage: render.sh OUT_DIR NAME=value...}
+shift
+plain OUT_DIR "$out"
+mkdir -p "$out/extra"
+out=$(cd "$out" && pwd)
 
 # What may be set, and the defaults of what is optional.
 known=" SITE FCGI_SOCKET FCGI_OVERFLOW_SOCKET UPSTREAMS LISTEN PER_PRODUCT RATE_LIMIT "
@@ -48,16 +60,14 @@ PER_PRODUCT=2 RATE_LIMIT=0 METRICS_ALLOW=127.0.0.1 REAL_IP_FROM=unix: FAIL_TIMEO
 RUN_DIR=$out ERROR_LOG=$out/error.log ACCESS_LOG=$out/access.log
 given=" "
 for pair in "$@"; do
+    case $pair in *=*) ;; *) die "'$pair' is not NAME=value" ;; esac
     name=${pair%%=*}
     value=${pair#*=}
+    case $name in '' | *[!A-Z_]*) die "unknown setting '$name'" ;; esac
     case $known in *" $name "*) ;; *) die "unknown setting '$name'" ;; esac
     case $given in *" $name "*) die "$name is given twice" ;; esac
     given="$given$name "
-    # Values go between double quotes in the templates, and through sed.
-    case $value in
-    *'"'* | *'\'* | *'
-'*) die "$name must not contain a double quote, a backslash or a newline" ;;
-    esac
+    plain "$name" "$value"
     eval "$name=\$value"
 done
 

@@ -64,7 +64,8 @@ out=$("$P/share/stock-api/nginx/render.sh" "$TMP/bad" SITE=edge UPSTREAMS='a;b' 
 check "an upstream that is not an address is refused ($out)" grep -q "is not an address" <<<"$out"
 # Nothing a caller passes becomes nginx directives or sed commands.
 for bad in 'X@|y|;e touch /tmp/x' 'RATE_LIMIT=5 nodelay; include /etc/passwd' 'FAIL_TIMEOUT=5s;' \
-    'LISTEN=a\b' 'REAL_IP_FROM=10.0.0.1;allow'; do
+    'LISTEN=a\b' 'REAL_IP_FROM=10.0.0.1;allow' 'LISTEN' 'ACCESS_LOG=/tmp/$http_x.log' \
+    'REAL_IP_FROM=*'; do
     out=$("$P/share/stock-api/nginx/render.sh" "$TMP/bad" SITE=edge UPSTREAMS=10.0.0.2:3000 "$bad" 2>&1)
     check "render.sh refuses '$bad' ($out)" test $? != 0
 done
