@@ -339,7 +339,7 @@ static void remember(struct lock_client *lc, const struct lock *lk, int64_t sent
  * a record is pending: a TTL at most after a failure. After that the
  * record is dropped without one. Timed on CLOCK_MONOTONIC: a wall-clock step
  * cannot cut it short, and time this host spent suspended only makes it
- * longer. 0, or -1 when Redis failed (the record stays). */
+ * longer. 0, or -1 when the connection failed (the record stays). */
 static int release_left_over(struct lock_client *lc)
 {
     struct lock *u = &lc->unreleased;
@@ -351,14 +351,24 @@ static int release_left_over(struct lock_client *lc)
         return 0;
     }
     switch (run_release(lc, u, LOCK_STOCK_NONE)) {
-    case -1:
-        return -1;
     case 1:
         /* A command is delivered once: this one cannot come back. */
         log_info("released %s, left over from a failed command", u->key);
         u->key[0] = '\0';
         return 0;
+    case 0:
+        return 0;
     default:
+        /* -1 is a lost connection or an answer that was not the script's
+         * (BUSY, OOM, READONLY, a failed EVAL after NOSCRIPT). Only a lost
+         * connection fails the caller's command too: on one that works,
+         * failing every call for up to a TTL over one release would make
+         * the record cost more than the lock it is there to give back. The
+         * record stays, and the next call tries again. No caller reports
+         * this failure (theirs may succeed), so it is logged here. */
+        if (lc->redis == NULL)
+            return -1;
+        log_warn("%s (left over: %s, tried again on the next call)", lc->err, u->key);
         return 0;
     }
 }
@@ -379,6 +389,23 @@ enum lock_status lock_ready(struct lock_client *lc)
     if (lc->redis == NULL && connect_redis(lc) < 0)
         return LOCK_UNAVAILABLE;
     return release_left_over(lc) < 0 ? LOCK_UNAVAILABLE : LOCK_OK;
+}
+
+/* Reconnects and runs the left-over release at once, after a command lost
+ * with its connection. The caller reports that loss: lc->err keeps its text
+ * (not "redis connect: ..." from a reconnect that failed too), and a
+ * reconnect that failed counts no second failure in lc->errors, being the
+ * same outage seen again. An error reply to the release, on a reconnect
+ * that worked, is a failure of its own: release_left_over logged it, and it
+ * stays counted. */
+static void give_back_now(struct lock_client *lc)
+{
+    char err[sizeof lc->err];
+    unsigned long errors = lc->errors;
+    memcpy(err, lc->err, sizeof err);
+    if (lock_ready(lc) != LOCK_OK)
+        lc->errors = errors;
+    memcpy(lc->err, err, sizeof err);
 }
 
 /* The longest single wait. A token can be lost: a waiter that took one may
@@ -469,7 +496,7 @@ enum lock_status lock_acquire(struct lock_client *lc, int32_t product, int32_t w
              * a new connection. */
             if (lc->redis == NULL) {
                 remember(lc, lk, lc->sent_ms);
-                (void)lock_ready(lc);
+                give_back_now(lc);
             }
             return LOCK_UNAVAILABLE;
         }

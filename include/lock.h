@@ -38,24 +38,36 @@
  * the next call reconnects, so a Redis restart needs no worker restart.
  *
  * A lock a failed command may have left is given back: a lock whose release
- * failed, or whose acquire was lost with its connection (applied, or still
- * to be: see below). The worker remembers it (lc->unreleased) and runs the
+ * failed, or whose acquire was lost with its connection (applied, or still to
+ * be: see below). The worker remembers it (lc->unreleased) and runs the
  * owner-checked release for it on every call that reaches Redis, until
- * LOCK_TTL_MS has passed since the failed command was sent (CLOCK_MONOTONIC),
- * then forgets it without a round trip. That costs one more round trip per
- * call, only while such a lock is pending. A late SET ... NX that reaches
- * Redis within that time is released by the worker's next call after it,
- * rather than left to block its product for its TTL. Late it can be: a
- * dropped connection is closed abortively (SO_LINGER 0: a reset, its unsent
- * data discarded), so on a direct connection a command we gave up on either
- * had reached Redis, and runs before anything Redis reads from a later
- * connection, or never runs; but a relay in between (spiped, stunnel, socat,
- * a proxy) may have read it already, and delivers it when its own link to
- * Redis heals. One that arrives later than that TTL, or while the worker
- * makes no call, blocks its product for its TTL at most, like a holder that
- * died. Only the most recent failure is remembered: a second one within the
- * TTL needs Redis to have answered in between (which released the first, if
- * it had arrived), and the older then expires by its TTL at most.
+ * LOCK_TTL_MS has passed since the failed command was sent (CLOCK_MONOTONIC:
+ * the window), then forgets it without a round trip. That costs one more
+ * round trip per call, only while such a lock is pending. Only a lost
+ * connection fails the call that runs it: an error reply (BUSY, OOM,
+ * READONLY...) is logged, the call goes on, and the next one tries again. A
+ * late SET ... NX that reaches Redis within the window is released by the
+ * worker's next call after it, rather than left to block its product for its
+ * TTL. Late it can be: a dropped connection is closed abortively
+ * (SO_LINGER 0: a reset, its unsent data discarded), so on a direct
+ * connection a command we gave up on either had reached Redis, and runs
+ * before anything Redis reads from a later connection, or never runs; but a
+ * relay in between (spiped, stunnel, socat, a proxy) may have read it
+ * already, and delivers it when its own link to Redis heals. Not at the heal,
+ * but at that link's next TCP retransmission, and those back off
+ * exponentially: after a partition of D seconds the SET can arrive up to
+ * about D after the heal, some 2 D after it was sent. So a partition longer
+ * than about half of LOCK_TTL_MS can put it outside the window (not only one
+ * longer than the TTL). One that arrives outside the window, or while the
+ * worker makes no call, blocks its product for its TTL at most, like a holder
+ * that died. Only the most recent failure is remembered: a second one within
+ * the window replaces the first's record whether or not that lock was given
+ * back, and it may not have been: its SET may not have arrived yet (behind a
+ * relay), or Redis may have answered its release with an error. That lock
+ * then too blocks its product for its TTL at most. Either way the cost is
+ * availability, one product blocked for one TTL at most, never an oversell:
+ * the fences and PostgreSQL keep the stock right (store.h). (Making a late
+ * acquire harmless at Redis itself is in README.md, "Not yet".)
  *
  * Calls record why they failed in lc->err and do not log it: their caller
  * does, once. */
@@ -119,8 +131,11 @@ struct lock_client {
 int lock_client_open(struct lock_client *lc, const struct config *cfg);
 void lock_client_close(struct lock_client *lc);
 
-/* Makes the connection usable, reconnecting when Redis closed it. Cheap when
- * all is well (a poll(), no round trip). Returns LOCK_OK or LOCK_UNAVAILABLE. */
+/* Makes the connection usable, reconnecting when Redis closed it, and runs
+ * the left-over release while one is pending (above). Cheap when all is
+ * well (a poll(), no round trip). Returns LOCK_OK or LOCK_UNAVAILABLE, the
+ * latter only when the connection failed: an error reply to the left-over
+ * release is logged, not returned. */
 enum lock_status lock_ready(struct lock_client *lc);
 
 /* Takes the lock on product, waiting up to LOCK_WAIT_MS. Returns LOCK_OK

@@ -157,11 +157,13 @@ static void a_clean_close_stays_clean(void)
  * keeps one lock, answers the acquire and release scripts as they would act
  * on it, and notes what it saw, a word an event, in a transcript:
  *   c   a connection (its SCRIPT LOADs are not noted)
+ *   r   its first SCRIPT LOAD refused with an error reply: the client drops it
  *   aN  an acquire by token N (numbered as first seen): granted
  *   bN  an acquire by token N: the lock is busy
  *   hN  a command of token N held, never answered: the client times out
  *   yN  a release by token N: the lock was N's, and is deleted
  *   nN  a release by token N: the lock is not N's, nothing is done
+ *   eN  a release by token N answered -BUSY, nothing is done
  *   dN  the held acquire of token N delivered late: N takes the lock if free
  *   p   a PING
  * and, at the end, "." if the lock is free or "LN" if token N holds it. The
@@ -170,6 +172,8 @@ struct fake_plan {
     int hold_acquire;  /* hold the first acquire: a relay that lost Redis */
     int deliver_after; /* deliver it after this many "not ours" releases; 0: never */
     int hold_release;  /* hold the first release */
+    int refuse_conn;   /* refuse the SCRIPT LOAD of this connection (1 is the first); 0: none */
+    int busy_releases; /* answer this many releases -BUSY, as Redis running a long script */
 };
 
 #define FAKE_ARGS   12
@@ -182,6 +186,7 @@ struct fake {
     int holder; /* the lock's token, 0 if free */
     int held;   /* the held acquire's token, until it is delivered */
     int not_ours;
+    int conns; /* connections accepted so far */
     char log[512];
 };
 
@@ -263,6 +268,12 @@ static const char *fake_release(struct fake *f, int token)
         note(f, "h%d", token);
         return NULL;
     }
+    if (f->plan.busy_releases > 0) {
+        f->plan.busy_releases--;
+        note(f, "e%d", token);
+        return "-BUSY Redis is busy running a script. You can only call SCRIPT KILL or "
+               "SHUTDOWN NOSAVE.\r\n";
+    }
     if (f->holder == token) {
         f->holder = 0;
         note(f, "y%d", token);
@@ -284,6 +295,10 @@ static const char *fake_release(struct fake *f, int token)
 static const char *fake_answer(struct fake *f, char args[FAKE_ARGS][64], int n, int *loaded,
                                char *buf, size_t cap)
 {
+    if (strcmp(args[0], "SCRIPT") == 0 && f->conns == f->plan.refuse_conn) {
+        note(f, "r");
+        return "-ERR refused\r\n";
+    }
     if (strcmp(args[0], "SCRIPT") == 0) {
         char sha[41];
         memset(sha, '0' + (*loaded)++, 40);
@@ -328,6 +343,7 @@ static void stateful_fake(int listener, int report, const struct fake_plan *plan
         int fd = accept(listener, NULL, NULL);
         if (fd < 0)
             break;
+        f.conns++;
         note(&f, "c");
         int rc = fake_serve(&f, fd);
         close(fd);
@@ -476,6 +492,55 @@ static void a_left_over_lock_is_forgotten_once_its_ttl_has_passed(void)
     close_and_check(&lc, &run, "c a1 h1 c p L1");
 }
 
+/* An acquire lost with its connection, and a reconnect that fails too (at
+ * its SCRIPT LOAD): the failure reported is the acquire's, counted once,
+ * not the reconnect's. The next call gives the lock back as usual. */
+static void a_failed_reconnect_keeps_the_acquires_error(void)
+{
+    struct config cfg;
+    struct lock_client lc;
+    struct fake_run run;
+    struct fake_plan plan = {.hold_acquire = 1, .refuse_conn = 2};
+    struct lock lk;
+    int64_t stock;
+    CHECK(open_on_fake(&lc, &cfg, &plan, 60000, &run) == 0);
+    CHECK(lock_acquire(&lc, 7, 1, &lk, &stock) == LOCK_UNAVAILABLE);
+    CHECK(lc.errors == 1);
+    /* "redis: <timeout>" from the acquire, not "redis SCRIPT LOAD: ..." */
+    CHECK(strncmp(lc.err, "redis: ", 7) == 0 && strstr(lc.err, "SCRIPT") == NULL);
+    if (strncmp(lc.err, "redis: ", 7) != 0 || strstr(lc.err, "SCRIPT") != NULL)
+        printf("#   err \"%s\"\n", lc.err);
+    CHECK(strcmp(lc.unreleased.token, lk.token) == 0);
+    CHECK(lock_ping(&lc) == LOCK_OK);
+    close_and_check(&lc, &run, "c h1 c r c n1 p .");
+}
+
+/* Redis answers the left-over release with an error (here BUSY) on a
+ * connection that works: the calls go on, the record stays, and a later
+ * call still gives back the SET the relay delivers. */
+static void an_error_reply_to_the_left_over_release_fails_no_call(void)
+{
+    struct config cfg;
+    struct lock_client lc;
+    struct fake_run run;
+    struct fake_plan plan = {.hold_acquire = 1, .deliver_after = 1, .busy_releases = 2};
+    struct lock lk;
+    int64_t stock;
+    CHECK(open_on_fake(&lc, &cfg, &plan, 60000, &run) == 0);
+    CHECK(lock_acquire(&lc, 7, 1, &lk, &stock) == LOCK_UNAVAILABLE);
+    /* The acquire's timeout is what the caller reports; the BUSY answer to
+     * the release that followed is a failure of its own, counted. */
+    CHECK(strncmp(lc.err, "redis: ", 7) == 0);
+    CHECK(lc.errors == 2);
+    CHECK(lock_ping(&lc) == LOCK_OK); /* its release answered BUSY too */
+    CHECK(strcmp(lc.unreleased.token, lk.token) == 0);
+    CHECK(lock_ping(&lc) == LOCK_OK); /* not ours yet; then the relay delivers */
+    CHECK(strcmp(lc.unreleased.token, lk.token) == 0);
+    CHECK(lock_ping(&lc) == LOCK_OK);
+    CHECK(lc.unreleased.key[0] == '\0');
+    close_and_check(&lc, &run, "c h1 c e1 e1 p n1 d1 p y1 p .");
+}
+
 void suite_lock(void)
 {
     log_set_level(LOG_ERROR); /* the client's "connected" lines are not TAP */
@@ -485,5 +550,7 @@ void suite_lock(void)
     RUN(a_left_over_lock_is_released_on_every_call_until_found);
     RUN(a_new_lock_meanwhile_leaves_the_old_token_pending);
     RUN(a_left_over_lock_is_forgotten_once_its_ttl_has_passed);
+    RUN(a_failed_reconnect_keeps_the_acquires_error);
+    RUN(an_error_reply_to_the_left_over_release_fails_no_call);
     log_set_level(LOG_INFO);
 }
