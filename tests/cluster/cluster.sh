@@ -126,9 +126,8 @@ stopped() {
 sold_since() {
     sql "SELECT COUNT(*) FROM orders WHERE product_id = $1 AND created_at > to_timestamp($2)"
 }
-# A request the edge sent to two hosts: allowed only after the first said
-# 503 (it bought nothing). Prints the offenders' ids.
-# From the edge's log, which lists every attempt of a request (", " between
+# Purchases sent again after an attempt that may have bought: the ids. From
+# the edge's log, which lists every attempt of a request (", " between
 # hosts, " : " between passes): every attempt but the last must have been a
 # 503 or have sent nothing. From the hosts' logs: a request id that reached
 # both hosts must have been answered 503 by one of them.
@@ -173,6 +172,22 @@ NFT
 }
 nft_heal() { on "$1" nft delete table inet cut; }
 
+# fault_window PRODUCT SECONDS START STOP: 8 keyed buyers of PRODUCT; after
+# a second START (a command and its arguments) at t0, STOP SECONDS later at
+# t1, and 2 s more of load to see selling resume.
+fault_window() {
+    local product=$1 secs=$2 start=$3 stop=$4
+    start_load "$product" 8
+    sleep 1
+    t0=$(date +%s.%N)
+    $start
+    sleep "$secs"
+    $stop
+    t1=$(date +%s.%N)
+    sleep 2
+    stop_load
+}
+
 # 1. Host a loses Redis. Its workers time out, answer 503, and the edge sends
 # those purchases to b. The heal must not leave a lock that nobody releases:
 # a command the kernel resent after the worker gave up would take the lock
@@ -180,15 +195,10 @@ nft_heal() { on "$1" nft delete table inet cut; }
 P=$(new_product "Cluster: Redis partition" 100000)
 rcli MONITOR >"$CL/monitor" 2>/dev/null &
 MONITOR=$!
-start_load "$P" 8
-sleep 1
-t0=$(date +%s.%N)
-nft_cut a "${ADDR[redis]}"
-sleep 3
-nft_heal a
-t1=$(date +%s.%N)
-sleep 4
-stop_load
+fault_window "$P" 3 "nft_cut a ${ADDR[redis]}" "nft_heal a"
+# A kernel's retransmission backs off: after a 3 s cut, the next one may
+# come some seconds after the heal.
+sleep 2
 kill "$MONITOR"
 MONITOR=
 echo "# Redis partition of host a: $(stopped "$P" "$t0")"
@@ -209,15 +219,9 @@ check_invariants "$P" 100000
 # row that is busy is "lock_timeout" (429), never a 503 from b. What a sent
 # before the stall is delivered late and commits nothing.
 P=$(new_product "Cluster: stalled PostgreSQL link" 100000)
-start_load "$P" 8
-sleep 1
-t0=$(date +%s.%N)
-kill -STOP -- "-$RELAY"
-sleep $((LOCK_TTL_MS / 1000 + 1))
-during=$(sold_since "$P" "$t0 + 2")
-kill -CONT -- "-$RELAY"
-sleep 2
-stop_load
+fault_window "$P" $((LOCK_TTL_MS / 1000 + 1)) "kill -STOP -- -$RELAY" "kill -CONT -- -$RELAY"
+during=$(sql "SELECT COUNT(*) FROM orders WHERE product_id = $P
+              AND created_at BETWEEN to_timestamp($t0 + 2) AND to_timestamp($t1)")
 echo "# PostgreSQL link of host a stalled: $(stopped "$P" "$t0")"
 check "host b sold the product while a's link stalled ($during orders)" test "$during" -gt 0
 same "host b answered no 503: its PostgreSQL and Redis were fine" \
@@ -229,15 +233,7 @@ check_invariants "$P" 100000
 # times out sent nothing, and is tried once more); those a already had are
 # answered when the link comes back. None is sent to both.
 P=$(new_product "Cluster: edge partitioned from a host" 100000)
-start_load "$P" 8
-sleep 1
-t0=$(date +%s.%N)
-nft_cut edge "${ADDR[a]}"
-sleep 3
-nft_heal edge
-t1=$(date +%s.%N)
-sleep 2
-stop_load
+fault_window "$P" 3 "nft_cut edge ${ADDR[a]}" "nft_heal edge"
 echo "# edge cut from host a: $(stopped "$P" "$t0")"
 check "selling goes on after the heal" test "$(sold_since "$P" "$t1")" -gt 0
 same "no purchase went unanswered" "$(answered 000)" 0
@@ -250,17 +246,9 @@ check_invariants "$P" 100000
 # run out of hosts, must not call a purchase that only met 503s and
 # connects that sent nothing "outcome_unknown".
 P=$(new_product "Cluster: both hosts degraded" 100000)
-start_load "$P" 8
-sleep 1
-t0=$(date +%s.%N)
-nft_cut a "${ADDR[redis]}"
-nft_cut b "${ADDR[pg]}"
-sleep 2
-nft_heal a
-nft_heal b
-t1=$(date +%s.%N)
-sleep 2
-stop_load
+cut_both() { nft_cut a "${ADDR[redis]}" && nft_cut b "${ADDR[pg]}"; }
+heal_both() { nft_heal a && nft_heal b; }
+fault_window "$P" 2 cut_both heal_both
 echo "# both hosts degraded: $(stopped "$P" "$t0")"
 same "the edge made no outcome_unknown of 503s and unsent attempts" "$(false_unknowns)" ""
 check "clients got 503 while no host could sell ($(answered service_unavailable))" \
