@@ -92,7 +92,7 @@ static int parse_userinfo(const char *s, size_t len, struct redis_target *t)
     return copy_decoded(t->password, sizeof t->password, colon + 1, len - (size_t)(colon - s) - 1);
 }
 
-static int parse_hostport(const char *s, size_t len, struct redis_target *t)
+static int parse_hostport(const char *s, size_t len, int default_port, struct redis_target *t)
 {
     const char *port = NULL;
     size_t hostlen = len;
@@ -118,7 +118,7 @@ static int parse_hostport(const char *s, size_t len, struct redis_target *t)
     }
     if (t->host[0] == '\0')
         return -1;
-    t->port = 6379;
+    t->port = default_port;
     if (port != NULL) {
         char buf[8];
         if (copy_str(buf, sizeof buf, port, (size_t)(s + len - port)) < 0)
@@ -153,7 +153,7 @@ int config_parse_redis_url(const char *url, struct redis_target *out, char *err,
             goto bad;
         rest = at + 1;
     }
-    if (parse_hostport(rest, (size_t)(end - rest), &t) < 0)
+    if (parse_hostport(rest, (size_t)(end - rest), 6379, &t) < 0)
         goto bad;
     if (slash != NULL && slash[1] != '\0' && parse_int(slash + 1, 0, 65535, &t.db) < 0)
         goto bad;
@@ -164,6 +164,41 @@ bad:
     return fail(err, errlen,
                 "REDIS_URL must look like redis://[[user]:password@]host[:port][/db] "
                 "or unix:///path/to/redis.sock");
+}
+
+int config_parse_sentinels(const char *list, const char *master, struct redis_sentinels *out,
+                           char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (strpbrk(list, " \t\n") != NULL)
+        return fail(err, errlen, "REDIS_SENTINELS must look like host[:port],host[:port]...");
+    if (list[0] == '\0' && master[0] != '\0')
+        return fail(err, errlen, "REDIS_MASTER_NAME needs REDIS_SENTINELS, the sentinels to ask");
+    for (const char *p = list; *p != '\0';) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        struct redis_target t;
+        memset(&t, 0, sizeof t);
+        if (out->count == CONFIG_SENTINELS_MAX)
+            return fail(err, errlen, "REDIS_SENTINELS lists more than 8 sentinels");
+        if (parse_hostport(p, len, 26379, &t) < 0)
+            return fail(err, errlen, "REDIS_SENTINELS must look like host[:port],host[:port]...");
+        memcpy(out->at[out->count].host, t.host, sizeof t.host);
+        out->at[out->count++].port = t.port;
+        p += len + (comma != NULL);
+    }
+    if (out->count == 0)
+        return 0;
+    size_t n = strlen(master);
+    if (n == 0 || n >= sizeof out->master ||
+        strspn(master, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                       "abcdefghijklmnopqrstuvwxyz"
+                       "0123456789._-") != n)
+        return fail(err, errlen,
+                    "REDIS_MASTER_NAME must name the primary the sentinels watch "
+                    "(letters, digits, . _ -)");
+    memcpy(out->master, master, n + 1);
+    return 0;
 }
 
 static const char *lookup_or(config_lookup_fn lookup, const char *name, const char *def)
@@ -211,6 +246,14 @@ int config_load(struct config *cfg, config_lookup_fn lookup, char *err, size_t e
     if (config_parse_redis_url(lookup_or(lookup, "REDIS_URL", DEFAULT_REDIS_URL), &cfg->redis, err,
                                errlen) < 0)
         return -1;
+    if (config_parse_sentinels(lookup_or(lookup, "REDIS_SENTINELS", ""),
+                               lookup_or(lookup, "REDIS_MASTER_NAME", ""), &cfg->sentinels, err,
+                               errlen) < 0)
+        return -1;
+    if (cfg->sentinels.count > 0 && cfg->redis.path[0] != '\0')
+        return fail(err, errlen,
+                    "REDIS_SENTINELS needs a redis:// REDIS_URL (its credentials and database), "
+                    "not unix://");
     if (log_parse_level(lookup_or(lookup, "LOG_LEVEL", "info"), &cfg->log_level) < 0)
         return fail(err, errlen, "LOG_LEVEL must be one of error, warn, info, debug");
     const char *metrics = lookup_or(lookup, "METRICS_FILE", "");

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -157,7 +158,8 @@ static void reply_err(struct lock_client *lc, const char *what, const redisReply
 
 /* Runs a command; on a connection error records why and drops the context,
  * which hiredis says cannot be used again. A reply of type ERROR is returned
- * as is: the connection is still fine. */
+ * as is (the connection is still fine), except READONLY: the server is a
+ * replica now, and the connection is dropped as if lost. */
 static redisReply *vcommand(struct lock_client *lc, const char *fmt, va_list ap)
 {
     lc->sent_ms = clock_ms();
@@ -165,6 +167,13 @@ static redisReply *vcommand(struct lock_client *lc, const char *fmt, va_list ap)
     if (r == NULL) {
         set_err(lc, "redis: %s", lc->redis->errstr[0] ? lc->redis->errstr : "connection lost");
         drop(lc);
+    } else if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "READONLY") != NULL) {
+        /* The server became a replica (a failover): like a lost connection,
+         * so that the next call asks the sentinels again. */
+        set_err(lc, "redis: %s", r->str);
+        freeReplyObject(r);
+        drop(lc);
+        return NULL;
     }
     return r;
 }
@@ -198,14 +207,77 @@ static int command_ok(struct lock_client *lc, char *out, size_t outlen, const ch
     return ok ? 0 : -1;
 }
 
-static int connect_redis(struct lock_client *lc)
+/* Asks one sentinel for the primary's address: 0 with host and port, or -1
+ * (lc->err says why). */
+static int ask_sentinel(struct lock_client *lc, int i, struct timeval tv, char *host, size_t cap,
+                        int *port)
+{
+    const struct redis_sentinels *s = &lc->cfg->sentinels;
+    redisContext *c = redisConnectWithTimeout(s->at[i].host, s->at[i].port, tv);
+    int rc = -1;
+    if (c == NULL) {
+        set_err(lc, "redis: out of memory");
+        return -1;
+    }
+    redisReply *r = NULL;
+    if (c->err || redisSetTimeout(c, tv) != REDIS_OK ||
+        (r = redisCommand(c, "SENTINEL get-master-addr-by-name %s", s->master)) == NULL) {
+        set_err(lc, "redis sentinel %s:%d: %s", s->at[i].host, s->at[i].port,
+                c->errstr[0] ? c->errstr : "no answer");
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        set_err(lc, "redis sentinel %s:%d: %s", s->at[i].host, s->at[i].port, r->str);
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+               r->element[0]->type != REDIS_REPLY_STRING ||
+               r->element[1]->type != REDIS_REPLY_STRING) {
+        set_err(lc, "redis sentinel %s:%d: knows no primary named %s", s->at[i].host, s->at[i].port,
+                s->master);
+    } else {
+        char *end;
+        long p = strtol(r->element[1]->str, &end, 10);
+        if (*end != '\0' || p < 1 || p > 65535) {
+            set_err(lc, "redis sentinel %s:%d: bad port '%s'", s->at[i].host, s->at[i].port,
+                    r->element[1]->str);
+        } else {
+            snprintf(host, cap, "%s", r->element[0]->str);
+            *port = (int)p;
+            rc = 0;
+        }
+    }
+    if (r != NULL)
+        freeReplyObject(r);
+    redisFree(c);
+    return rc;
+}
+
+/* With sentinels, the server they named must say it is the primary (ROLE):
+ * right after a failover a sentinel may still name the old one, now a
+ * replica, which would refuse every lock with READONLY. */
+static int confirm_primary(struct lock_client *lc, const char *host, int port)
+{
+    if (lc->cfg->sentinels.count == 0)
+        return 0;
+    /* ROLE is in ACL category @dangerous: an ACL user needs +role. */
+    redisReply *r = command(lc, "ROLE");
+    if (r == NULL)
+        return -1;
+    int ok = r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+             r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "master") == 0;
+    if (r->type == REDIS_REPLY_ERROR)
+        reply_err(lc, "ROLE", r);
+    else if (!ok)
+        set_err(lc, "redis: %s:%d, named by the sentinels, is not the primary", host, port);
+    freeReplyObject(r);
+    return ok ? 0 : -1;
+}
+
+/* Connects to the server at host:port (or REDIS_URL's unix socket, when host
+ * is NULL) and makes it ready: timeouts, credentials, database, the primary's
+ * ROLE with sentinels, the scripts. */
+static int connect_to(struct lock_client *lc, struct timeval tv, const char *host, int port)
 {
     const struct redis_target *t = &lc->cfg->redis;
-    int ms = lc->cfg->redis_timeout_ms;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-
-    redisContext *c = t->path[0] ? redisConnectUnixWithTimeout(t->path, tv)
-                                 : redisConnectWithTimeout(t->host, t->port, tv);
+    redisContext *c = host == NULL ? redisConnectUnixWithTimeout(t->path, tv)
+                                   : redisConnectWithTimeout(host, port, tv);
     if (c == NULL) {
         set_err(lc, "redis: out of memory");
         return -1;
@@ -231,18 +303,50 @@ static int connect_redis(struct lock_client *lc)
         goto fail;
     if (t->db != 0 && command_ok(lc, NULL, 0, "SELECT", "SELECT %d", t->db) < 0)
         goto fail;
+    if (confirm_primary(lc, host, port) < 0)
+        goto fail;
     for (int s = 0; s < SCRIPT_COUNT; s++)
         if (command_ok(lc, lc->sha[s], sizeof lc->sha[s], "SCRIPT LOAD", "SCRIPT LOAD %s",
                        script_source[s]) < 0)
             goto fail;
     lc->connects++;
-    if (t->path[0])
+    if (host == NULL)
         log_info("redis connected: %s", t->path);
     else
-        log_info("redis connected: %s:%d", t->host, t->port);
+        log_info("redis connected: %s:%d%s", host, port,
+                 lc->cfg->sentinels.count ? " (the primary, as the sentinels said)" : "");
     return 0;
 fail:
     drop(lc);
+    return -1;
+}
+
+/* With sentinels, the Redis Sentinel client protocol: ask them in turn, on
+ * every new connection (so a failover is followed by the next reconnect),
+ * for the primary, connect to it and confirm it; a sentinel that does not
+ * answer, or names a server that is not the primary (a stale one, right
+ * after a failover), is passed over for the next. The one that led to a
+ * primary is asked first next time, so a dead sentinel costs a timeout once,
+ * not on every reconnect. Without sentinels, REDIS_URL's server. */
+static int connect_redis(struct lock_client *lc)
+{
+    const struct redis_target *t = &lc->cfg->redis;
+    const struct redis_sentinels *s = &lc->cfg->sentinels;
+    int ms = lc->cfg->redis_timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    char host[256];
+    int port;
+
+    if (s->count == 0)
+        return connect_to(lc, tv, t->path[0] ? NULL : t->host, t->port);
+    for (int k = 0; k < s->count; k++) {
+        int i = (lc->sentinel + k) % s->count;
+        if (ask_sentinel(lc, i, tv, host, sizeof host, &port) == 0 &&
+            connect_to(lc, tv, host, port) == 0) {
+            lc->sentinel = i;
+            return 0;
+        }
+    }
     return -1;
 }
 
@@ -360,7 +464,8 @@ static int release_left_over(struct lock_client *lc)
         return 0;
     default:
         /* -1 is a lost connection or an answer that was not the script's
-         * (BUSY, OOM, READONLY, a failed EVAL after NOSCRIPT). Only a lost
+         * (BUSY, OOM, a failed EVAL after NOSCRIPT; READONLY drops the connection:
+         * vcommand). Only a lost
          * connection fails the caller's command too: on one that works,
          * failing every call for up to a TTL over one release would make
          * the record cost more than the lock it is there to give back. The

@@ -33,9 +33,24 @@ struct redis_target {
     int db;             /* SELECT db when non-zero */
 };
 
+/* Redis Sentinel (REDIS_SENTINELS, REDIS_MASTER_NAME): the sentinels to ask
+ * for the address of the primary of that name, in order. With none
+ * (count 0), REDIS_URL names the server; with some, REDIS_URL gives only
+ * the credentials and the database. */
+#define CONFIG_SENTINELS_MAX 8
+struct redis_sentinels {
+    int count;
+    struct {
+        char host[256];
+        int port;
+    } at[CONFIG_SENTINELS_MAX];
+    char master[128];
+};
+
 struct config {
     char database_url[CONFIG_URL_MAX]; /* libpq conninfo string or URI */
     struct redis_target redis;
+    struct redis_sentinels sentinels;
     int lock_ttl_ms;          /* lock expiry: must outlive the critical section */
     int lock_wait_ms;         /* how long a buyer may wait for a busy product */
     int statement_timeout_ms; /* PostgreSQL statement_timeout */
@@ -55,5 +70,12 @@ int config_load(struct config *cfg, config_lookup_fn lookup, char *err, size_t e
 /* Parses redis://[[user]:password@]host[:port][/db] or unix:///path.
  * Returns 0, or -1 with a message in err. */
 int config_parse_redis_url(const char *url, struct redis_target *out, char *err, size_t errlen);
+
+/* Parses REDIS_SENTINELS ("host[:port],host[:port]...", port 26379 by
+ * default, at most CONFIG_SENTINELS_MAX) and REDIS_MASTER_NAME (letters,
+ * digits, . _ -), which is required with it. An empty list is no Sentinel.
+ * Returns 0, or -1 with a message in err. */
+int config_parse_sentinels(const char *list, const char *master, struct redis_sentinels *out,
+                           char *err, size_t errlen);
 
 #endif

@@ -44,8 +44,9 @@
  * LOCK_TTL_MS has passed since the failed command was sent (CLOCK_MONOTONIC:
  * the window), then forgets it without a round trip. That costs one more
  * round trip per call, only while such a lock is pending. Only a lost
- * connection fails the call that runs it: an error reply (BUSY, OOM,
- * READONLY...) is logged, the call goes on, and the next one tries again. A
+ * connection (or READONLY: the server became a replica) fails the call that
+ * runs it: another error reply (BUSY, OOM...) is logged, the call goes on,
+ * and the next one tries again. A
  * late SET ... NX that reaches Redis within the window is released by the
  * worker's next call after it, rather than left to block its product for its
  * TTL. Late it can be: a dropped connection is closed abortively
@@ -124,6 +125,7 @@ struct lock_client {
     char err[256];
     unsigned long errors;   /* failures recorded in err, for the metrics */
     unsigned long connects; /* connections made, for the metrics */
+    int sentinel;           /* the sentinel to ask first: the last that led to a primary */
 };
 
 /* Connects. Returns 0, or -1 if Redis is not reachable yet: the client stays

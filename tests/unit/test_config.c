@@ -122,6 +122,40 @@ static void redis_url_forms_parse(void)
     CHECK(strcmp(t.path, "/var/run/redis.sock") == 0);
 }
 
+static void sentinels_parse(void)
+{
+    struct redis_sentinels s;
+    char err[CONFIG_ERR_MAX];
+    CHECK(config_parse_sentinels("", "", &s, err, sizeof err) == 0 && s.count == 0);
+    CHECK(config_parse_sentinels("10.0.0.4,10.0.0.5:26380,[::1]:1", "stock", &s, err, sizeof err) ==
+          0);
+    CHECK(s.count == 3 && strcmp(s.master, "stock") == 0);
+    CHECK(strcmp(s.at[0].host, "10.0.0.4") == 0 && s.at[0].port == 26379);
+    CHECK(strcmp(s.at[1].host, "10.0.0.5") == 0 && s.at[1].port == 26380);
+    CHECK(strcmp(s.at[2].host, "::1") == 0 && s.at[2].port == 1);
+    /* A list needs the primary's name, a clean one; bad addresses, too many. */
+    CHECK(config_parse_sentinels("h", "", &s, err, sizeof err) < 0 && strstr(err, "MASTER_NAME"));
+    CHECK(config_parse_sentinels("h", "a b", &s, err, sizeof err) < 0);
+    CHECK(config_parse_sentinels("h,,k", "m", &s, err, sizeof err) < 0 &&
+          strstr(err, "REDIS_SENTINELS"));
+    CHECK(config_parse_sentinels("h:0", "m", &s, err, sizeof err) < 0);
+    CHECK(config_parse_sentinels("a,b,c,d,e,f,g,h,i", "m", &s, err, sizeof err) < 0);
+    CHECK(config_parse_sentinels("h, k", "m", &s, err, sizeof err) < 0);
+    CHECK(config_parse_sentinels(" h", "m", &s, err, sizeof err) < 0);
+    /* A name without sentinels to ask is a mistake, not a no-op. */
+    CHECK(config_parse_sentinels("", "m", &s, err, sizeof err) < 0 &&
+          strstr(err, "REDIS_SENTINELS") != NULL);
+}
+
+static void sentinels_need_a_tcp_redis_url(void)
+{
+    static const char *const env[] = {"REDIS_SENTINELS=h", "REDIS_MASTER_NAME=m",
+                                      "REDIS_URL=unix:///run/redis.sock", NULL};
+    struct config cfg;
+    char err[CONFIG_ERR_MAX];
+    CHECK(load(env, &cfg, err) < 0 && strstr(err, "REDIS_SENTINELS") != NULL);
+}
+
 static void redis_url_rejects_malformed(void)
 {
     static const char *const bad[] = {
@@ -155,5 +189,7 @@ void suite_config(void)
     RUN(config_requires_ttl_above_critical_section);
     RUN(config_never_echoes_a_redis_password);
     RUN(redis_url_forms_parse);
+    RUN(sentinels_parse);
+    RUN(sentinels_need_a_tcp_redis_url);
     RUN(redis_url_rejects_malformed);
 }

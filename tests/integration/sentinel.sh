@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# sentinel.sh -- Redis Sentinel: a worker given REDIS_SENTINELS asks them for
+# the primary, and follows a failover without a restart. On loopback, with a
+# primary, a replica and one sentinel of the test's own (the stack's Redis is
+# left alone).
+. "$(dirname "$0")/lib.sh"
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+
+read -r P1 P2 PS <<<"$("$ROOT/tests/stack/free-port.sh" 3 | tr '\n' ' ')"
+mkdir -p "$TMP/r1" "$TMP/r2" "$TMP/s"
+# A server of the test's own: no persistence, in the foreground (a child of
+# this shell: cleanup_suite ends it).
+serve() { # DIR PORT [more settings...]
+    local dir=$1 port=$2
+    shift 2
+    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
+        "$@" >"$dir/log" 2>&1 &
+}
+rc() { redis-cli -p "$1" "${@:2}"; }
+serve "$TMP/r1" "$P1"
+R1=$!
+serve "$TMP/r2" "$P2" --replicaof 127.0.0.1 "$P1"
+cat >"$TMP/s/sentinel.conf" <<CONF
+port $PS
+bind 127.0.0.1
+dir "$TMP/s"
+sentinel monitor stock 127.0.0.1 $P1 1
+sentinel down-after-milliseconds stock 1000
+sentinel failover-timeout stock 5000
+CONF
+redis-server "$TMP/s/sentinel.conf" --sentinel >"$TMP/s/log" 2>&1 &
+
+# until_true COMMAND...: up to 20 s for it to succeed.
+until_true() {
+    for ((i = 0; i < 200; i++)); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    return 1
+}
+in_sync() { rc "$P2" INFO replication | grep -q 'master_link_status:up'; }
+check "the replica is in sync" until_true in_sync
+# The sentinel learns of replicas from the primary's INFO, every 10 s.
+knows_replica() { rc "$PS" SENTINEL replicas stock | grep -qx "127.0.0.1:$P2"; }
+check "the sentinel knows the replica" until_true knows_replica
+
+# The worker is told where the sentinels are, not where Redis is; the first
+# sentinel listed is dead, and skipped.
+export REDIS_SENTINELS=127.0.0.1:1,127.0.0.1:$PS REDIS_MASTER_NAME=stock
+WORKER_REDIS_URL=redis://127.0.0.1:1 start_worker
+P=$(new_product "Sentinel" 1000)
+body=$(fcgi_buy "$P")
+check "a purchase through the primary the sentinel named ($body)" grep -q '"order_id"' <<<"$body"
+check "the worker connected to the primary" grep -q "redis connected: 127.0.0.1:$P1 (the primary" "$TMP/w.log"
+
+# The primary dies: the sentinel promotes the replica, and the same worker
+# follows without a restart (503s meanwhile, nothing bought by them).
+kill -KILL "$R1"
+wait "$R1" 2>/dev/null
+t0=$(date +%s%N)
+sold_before=$(sold "$P")
+body=$(fcgi_buy "$P")
+check "the primary gone, not yet replaced: 503 ($body)" grep -q '"code":"service_unavailable"' <<<"$body"
+same "and nothing was sold" "$(sold "$P")" "$sold_before"
+promoted() { test "$(rc "$PS" SENTINEL get-master-addr-by-name stock | tail -n 1)" = "$P2"; }
+check "the sentinel promotes the replica" until_true promoted
+bought=0
+for ((i = 0; i < 50 && bought == 0; i++)); do
+    fcgi_buy "$P" | grep -q '"order_id"' && bought=1
+    sleep 0.1
+done
+same "after the failover, the same worker buys again" "$bought" 1
+echo "# sales stopped for $((($(date +%s%N) - t0) / 1000000)) ms (kill -9 of the primary to the next 200)"
+check "through the new primary" grep -q "redis connected: 127.0.0.1:$P2 (the primary" "$TMP/w.log"
+same "exactly the purchases answered 200 were sold" "$(sold "$P")" $((sold_before + 1))
+same "the worker was not restarted" "$(kill -0 "$WORKER" && echo alive)" alive
+
+# A name no sentinel knows: a definite 503, and the reason in the log.
+stop_worker
+REDIS_MASTER_NAME=nosuch WORKER_REDIS_URL=redis://127.0.0.1:1 start_worker
+body=$(fcgi_buy "$P")
+check "a name the sentinels do not know: 503, nothing bought ($body)" \
+    grep -q '"code":"service_unavailable"' <<<"$body"
+check "and the log says why" grep -q "knows no primary named nosuch" "$TMP/w.log"
+stop_worker
+finish
