@@ -10,7 +10,8 @@
 # network_up, and calls teardown "$NS" on exit.
 
 NET=10.77.0
-declare -A ADDR=([edge]=$NET.1 [a]=$NET.2 [b]=$NET.3 [redis]=$NET.4 [pg]=$NET.5 [client]=$NET.10)
+declare -A ADDR=([edge]=$NET.1 [a]=$NET.2 [b]=$NET.3 [redis]=$NET.4 [pg]=$NET.5 [redis2]=$NET.7
+    [client]=$NET.10)
 NS=stockcl$$ # namespaces: $NS-br (the bridge), $NS-edge, $NS-a, ...
 CL=$(mktemp -d /tmp/stock-cluster.XXXXXX)
 chmod 755 "$CL"
@@ -74,10 +75,15 @@ start() {
 }
 
 # The database and Redis hosts: PostgreSQL for the hosts' network, with a
-# password; Redis with requirepass.
+# password; Redis with requirepass, a replica on redis2, and three sentinels
+# (on redis, redis2 and pg; two must agree) watching the primary "stock".
+SENTINELS="${ADDR[redis]}:26379,${ADDR[redis2]}:26379,${ADDR[pg]}:26379"
 backends() {
-    start pg SERVICES=postgres PG_ALLOW="$NET.0/24" PG_PASSWORD="$PG_PW" &&
-        start redis SERVICES=redis REDIS_PASSWORD="$REDIS_PW"
+    local watch=(SENTINEL_MONITOR="stock ${ADDR[redis]}:6379 2" SENTINEL_DOWN_AFTER_MS=2000
+        REDIS_PASSWORD="$REDIS_PW")
+    start redis SERVICES="redis sentinel" "${watch[@]}" &&
+        start redis2 SERVICES="redis sentinel" REDIS_REPLICAOF="${ADDR[redis]}:6379" "${watch[@]}" &&
+        start pg SERVICES="postgres sentinel" PG_ALLOW="$NET.0/24" PG_PASSWORD="$PG_PW" "${watch[@]}"
 }
 
 # responders HOST DB_HOST:PORT [SETTINGS...]: a responder host (nginx and both
@@ -87,6 +93,7 @@ responders() {
     shift 2
     start "$host" SERVICES="app nginx" \
         DATABASE_URL="postgresql://postgres:$PG_PW@$db/redisdistributedlock" \
+        REDIS_SENTINELS="$SENTINELS" REDIS_MASTER_NAME=stock \
         REDIS_URL="redis://:$REDIS_PW@${ADDR[redis]}:6379" \
         REAL_IP_FROM="$NET.0/29" METRICS_ALLOW="$NET.0/29" "$@"
 }

@@ -9,7 +9,7 @@
 #   stack.sh up       start and return
 #   stack.sh down     stop (safe to repeat)
 #   stack.sh status   what is running
-#   stack.sh stop S   stop one service: nginx, app, redis or postgres (up restarts it)
+#   stack.sh stop S   stop one service: nginx, app, redis, sentinel or postgres (up restarts it)
 #   stack.sh psql     psql on the stack's database
 #   stack.sh reset    empty the tables and seed them again
 #
@@ -17,7 +17,8 @@
 #   RUN_DIR     state directory            (default: .run in the repository)
 #   SERVICES    what this host runs        (default: postgres redis app nginx)
 #               any of postgres, redis, app (both pools), nginx (in front of
-#               app), edge (nginx in front of other hosts' nginx: UPSTREAMS)
+#               app), edge (nginx in front of other hosts' nginx: UPSTREAMS),
+#               sentinel (a Redis Sentinel: SENTINEL_MONITOR)
 #   BIND        the address nginx listens on, and PostgreSQL and Redis too,
 #               besides loopback (default 127.0.0.1)
 #   PORT        nginx on BIND:PORT         (default 3000)
@@ -35,7 +36,13 @@
 # Several hosts (set only where they apply):
 #   PG_ALLOW    a CIDR that may connect to PostgreSQL over TCP, with
 #               PG_PASSWORD (scram-sha-256) as user postgres
-#   REDIS_PASSWORD  Redis's requirepass (for any client, sockets too)
+#   REDIS_PASSWORD  Redis's requirepass (for any client, sockets too), and
+#               what a replica or a sentinel gives its primary
+#   REDIS_REPLICAOF  HOST:PORT: this Redis starts as that primary's replica
+#   SENTINEL_MONITOR "NAME HOST:PORT QUORUM": the primary a sentinel watches
+#   SENTINEL_PORT   the sentinel's port (default 26379)
+#   SENTINEL_DOWN_AFTER_MS  how long a primary may not answer before the
+#               sentinels fail it over (default 5000)
 #   REAL_IP_FROM    the edges' addresses or CIDRs, space-separated: nginx
 #               takes the client's address from their X-Real-IP (default
 #               unix:, none)
@@ -85,8 +92,8 @@ SERVICES=${SERVICES:-postgres redis app nginx}
 BIND=${BIND:-127.0.0.1}
 [[ $BIND =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]] || die "BIND must be an IPv4 address (got '$BIND')"
 for s in $SERVICES; do
-    [[ $s =~ ^(postgres|redis|app|nginx|edge)$ ]] ||
-        die "SERVICES: '$s' is not one of postgres, redis, app, nginx, edge"
+    [[ $s =~ ^(postgres|redis|app|nginx|edge|sentinel)$ ]] ||
+        die "SERVICES: '$s' is not one of postgres, redis, app, nginx, edge, sentinel"
 done
 # "runs S": whether this stack runs service S.
 runs() { [[ " $SERVICES " == *" $1 "* ]]; }
@@ -96,6 +103,12 @@ if runs app; then
     runs redis || [[ -n ${REDIS_URL:-} ]] || die "SERVICES has app without redis: set REDIS_URL"
 fi
 ! runs edge || [[ -n ${UPSTREAMS:-} ]] || die "SERVICES has edge: set UPSTREAMS"
+[[ -z ${REDIS_REPLICAOF:-} || $REDIS_REPLICAOF =~ ^[0-9.]+:[0-9]{1,5}$ ]] ||
+    die "REDIS_REPLICAOF must be HOST:PORT (got '$REDIS_REPLICAOF')"
+! runs sentinel || [[ ${SENTINEL_MONITOR:-} =~ ^[A-Za-z0-9._-]+\ [0-9.]+:[0-9]{1,5}\ [0-9]{1,2}$ ]] ||
+    die "SERVICES has sentinel: set SENTINEL_MONITOR to \"NAME HOST:PORT QUORUM\""
+SENTINEL_PORT=$(setting SENTINEL_PORT 26379 1 65535)
+SENTINEL_DOWN_AFTER_MS=$(setting SENTINEL_DOWN_AFTER_MS 5000 100 600000)
 [[ -z ${PG_ALLOW:-} || -n ${PG_PASSWORD:-} ]] || die "PG_ALLOW needs PG_PASSWORD"
 # Passwords go into URLs and configuration files as they are: characters
 # that need no quoting or escaping anywhere.
@@ -279,8 +292,14 @@ daemonize yes
 pidfile "$RUN/redis.pid"
 logfile "$LOG/redis.log"
 CONF
-    # The password stays out of the process list, in the 0600 config file.
-    [[ -z ${REDIS_PASSWORD:-} ]] || printf 'requirepass "%s"\n' "$REDIS_PASSWORD" >>"$RUN/redis/redis.conf"
+    # The password stays out of the process list, in the 0600 config file;
+    # a replica gives it to its primary (and any Redis may become a replica
+    # after a failover).
+    [[ -z ${REDIS_PASSWORD:-} ]] ||
+        printf 'requirepass "%s"\nmasterauth "%s"\n' "$REDIS_PASSWORD" "$REDIS_PASSWORD" \
+            >>"$RUN/redis/redis.conf"
+    [[ -z ${REDIS_REPLICAOF:-} ]] ||
+        echo "replicaof ${REDIS_REPLICAOF%:*} ${REDIS_REPLICAOF##*:}" >>"$RUN/redis/redis.conf"
     [[ $(id -u) -eq 0 ]] && chown "$STACK_USER:" "$RUN/redis/redis.conf"
     as_user redis-server "$RUN/redis/redis.conf" || die "Redis did not start: see $LOG/redis.log"
     STARTED+=(redis)
@@ -289,6 +308,37 @@ CONF
         sleep 0.1
     done
     die "Redis did not answer: see $LOG/redis.log"
+}
+
+# A Redis Sentinel watching SENTINEL_MONITOR's primary. Its configuration
+# file is its own to rewrite (it records what it learns there), 0600.
+start_sentinel() {
+    local i name addr quorum
+    alive "$(pid_of "$RUN/sentinel.pid")" && return 0
+    read -r name addr quorum <<<"$SENTINEL_MONITOR"
+    install -d -o "$STACK_USER" "$RUN/sentinel"
+    install -m 600 -o "$STACK_USER" /dev/null "$RUN/sentinel/sentinel.conf"
+    cat >"$RUN/sentinel/sentinel.conf" <<CONF
+bind 127.0.0.1 $BIND
+port $SENTINEL_PORT
+dir "$RUN/sentinel"
+daemonize yes
+pidfile "$RUN/sentinel.pid"
+logfile "$LOG/sentinel.log"
+sentinel monitor $name ${addr%:*} ${addr##*:} $quorum
+sentinel down-after-milliseconds $name $SENTINEL_DOWN_AFTER_MS
+sentinel failover-timeout $name $((SENTINEL_DOWN_AFTER_MS * 10))
+CONF
+    [[ -z ${REDIS_PASSWORD:-} ]] ||
+        printf 'sentinel auth-pass %s "%s"\n' "$name" "$REDIS_PASSWORD" >>"$RUN/sentinel/sentinel.conf"
+    as_user redis-server "$RUN/sentinel/sentinel.conf" --sentinel ||
+        die "the sentinel did not start: see $LOG/sentinel.log"
+    STARTED+=(sentinel)
+    for ((i = 0; i < 100; i++)); do
+        [[ $(redis-cli -h 127.0.0.1 -p "$SENTINEL_PORT" ping 2>/dev/null) == PONG ]] && return 0
+        sleep 0.1
+    done
+    die "the sentinel did not answer: see $LOG/sentinel.log"
 }
 
 # One pool of responders: spawn-fcgi binds the socket (0660, the stack
@@ -373,6 +423,7 @@ up() {
     trap 'echo "stack: start failed; stopping what was started" >&2; stop_started' EXIT
     runs postgres && start_postgres
     runs redis && start_redis
+    runs sentinel && start_sentinel
     runs app && start_app
     if runs nginx || runs edge; then
         start_nginx
@@ -407,19 +458,20 @@ stop() {
         wait
         ;;
     redis) stop_pid "$RUN/redis.pid" TERM 10 redis ;;
+    sentinel) stop_pid "$RUN/sentinel.pid" TERM 10 sentinel ;;
     postgres) stop_postgres ;;
-    *) die "stop what? nginx, app, redis or postgres" ;;
+    *) die "stop what? nginx, app, redis, sentinel or postgres" ;;
     esac
 }
 
 down() {
     local s
-    for s in nginx app redis postgres; do stop "$s"; done
+    for s in nginx app sentinel redis postgres; do stop "$s"; done
 }
 
 status() {
     local name pidfile
-    for name in nginx app overflow redis; do
+    for name in nginx app overflow redis sentinel; do
         case $name in
         nginx) pidfile=$RUN/nginx/nginx.pid ;;
         *) pidfile=$RUN/$name.pid ;;
@@ -434,6 +486,7 @@ all_running() {
     { runs nginx || runs edge; } && ! alive "$(pid_of "$RUN/nginx/nginx.pid")" && return 1
     runs app && ! { alive "$(pid_of "$RUN/app.pid")" && alive "$(pid_of "$RUN/overflow.pid")"; } && return 1
     runs redis && ! alive "$(pid_of "$RUN/redis.pid")" && return 1
+    runs sentinel && ! alive "$(pid_of "$RUN/sentinel.pid")" && return 1
     runs postgres && ! pg_running && return 1
     return 0
 }
