@@ -346,6 +346,11 @@ static int connect_redis(struct lock_client *lc)
             lc->sentinel = i;
             return 0;
         }
+        /* The last failure is the caller's to report; one passed over is
+         * worth a line of its own (a dead or stale sentinel), once per
+         * reconnect. */
+        if (k < s->count - 1)
+            log_warn("%s; asking the next sentinel", lc->err);
     }
     return -1;
 }

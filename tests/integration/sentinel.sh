@@ -83,4 +83,37 @@ check "a name the sentinels do not know: 503, nothing bought ($body)" \
     grep -q '"code":"service_unavailable"' <<<"$body"
 check "and the log says why" grep -q "knows no primary named nosuch" "$TMP/w.log"
 stop_worker
+
+# A sentinel that names a replica (a stale one, right after a failover) is
+# not believed: ROLE says so, and the next sentinel is asked. Here a fake
+# sentinel, listed first, names a replica of the new primary.
+read -r P4 PF <<<"$("$ROOT/tests/stack/free-port.sh" 2 | tr '\n' ' ')"
+mkdir -p "$TMP/r4"
+serve "$TMP/r4" "$P4" --replicaof 127.0.0.1 "$P2"
+synced4() { rc "$P4" INFO replication | grep -q 'master_link_status:up'; }
+check "a second replica is in sync" until_true synced4
+# Its whole answer, to whatever it is asked: the replica's address.
+printf '*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%s\r\n' "${#P4}" "$P4" >"$TMP/fake-answer"
+socat "TCP-LISTEN:$PF,bind=127.0.0.1,reuseaddr,fork" "SYSTEM:cat $TMP/fake-answer; sleep 1" \
+    2>/dev/null &
+REDIS_SENTINELS=127.0.0.1:$PF,127.0.0.1:$PS WORKER_REDIS_URL=redis://127.0.0.1:1 start_worker
+body=$(fcgi_buy "$P")
+check "a sentinel naming a replica is passed over: the purchase goes through ($body)" \
+    grep -q '"order_id"' <<<"$body"
+check "and the log says the named server was not the primary" \
+    grep -q "127.0.0.1:$P4, named by the sentinels, is not the primary" "$TMP/w.log"
+stop_worker
+
+# Without sentinels, a REDIS_URL that names a replica: READONLY is a failed
+# call (503, nothing bought), and the connection is dropped, not reused.
+unset REDIS_SENTINELS REDIS_MASTER_NAME
+WORKER_REDIS_URL=redis://127.0.0.1:$P4 start_worker
+sold_before=$(sold "$P")
+body=$(fcgi_buy "$P")
+check "a replica refuses the lock: 503 ($body)" grep -q '"code":"service_unavailable"' <<<"$body"
+same "and nothing was sold" "$(sold "$P")" "$sold_before"
+fcgi_buy "$P" >/dev/null
+check "the connection is dropped after READONLY: later calls connect again" \
+    test "$(grep -c "redis connected: 127.0.0.1:$P4" "$TMP/w.log")" -ge 2
+stop_worker
 finish
