@@ -122,6 +122,7 @@ enum store_status store_classify_sqlstate(const char *sqlstate)
         "55P03", /* lock_not_available: lock_timeout */
         "40001", /* serialization_failure */
         "40P01", /* deadlock_detected */
+        "25006", /* read_only_sql_transaction: a primary demoted under us */
     };
     if (sqlstate == NULL)
         return STORE_UNAVAILABLE;
@@ -149,6 +150,12 @@ static enum store_status fail(struct store *st, const PGresult *res, const char 
             res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(st->conn));
     if (commits && (state == NULL || strncmp(state, "08", 2) == 0))
         return STORE_UNKNOWN;
+    /* A server that became a standby (a failover) keeps its sessions, and
+     * refuses every write on them: only a new session, which
+     * target_session_attrs=read-write in DATABASE_URL sends to the new
+     * primary, can sell again. */
+    if (state != NULL && strcmp(state, "25006") == 0)
+        st->demoted = 1;
     if (PQstatus(st->conn) != CONNECTION_OK)
         return STORE_UNAVAILABLE;
     return store_classify_sqlstate(state);
@@ -213,6 +220,20 @@ static void clear_all(PGresult **res, int n)
     }
 }
 
+/* A COMMIT can succeed with a warning, and then it is not a sale we may
+ * acknowledge. The case: with synchronous replication, a COMMIT whose wait
+ * for the standby was cancelled (pg_cancel_backend, the usual advice when
+ * commits hang on a lost standby; statement_timeout is off by then) is
+ * "committed locally, but might not have been replicated", and a failover
+ * loses it. So its outcome is unknown: the key's replay, on whichever
+ * server is the primary by then, tells. */
+static enum store_status commit_warned(struct store *st)
+{
+    set_err(st, "postgres: the COMMIT was answered with a warning (see the log line before):"
+                " committed here, maybe not on a standby; its outcome is unknown");
+    return STORE_UNKNOWN;
+}
+
 /* Sends steps as one pipeline (one round trip) and reads their results into
  * res[0..n). STORE_OK when every step succeeded; otherwise the first error,
  * classified, and res cleared.
@@ -236,6 +257,7 @@ static enum store_status run(struct store *st, const struct step *steps, int n, 
      * this one: a deadline or a send failure sets neither. */
     st->sqlstate[0] = '\0';
     st->failed_step = -1;
+    st->warnings = 0;
     /* A session known to be broken runs nothing: whatever this round trip
      * was, a COMMIT included, it cannot have happened. */
     if (PQstatus(st->conn) != CONNECTION_OK) {
@@ -299,6 +321,8 @@ static enum store_status run(struct store *st, const struct step *steps, int n, 
                      PQerrorMessage(st->conn));
         store_close(st);
     }
+    if (rc == STORE_OK && commits && st->warnings > 0)
+        rc = commit_warned(st);
     if (rc != STORE_OK)
         clear_all(res, n);
     return rc;
@@ -336,10 +360,15 @@ static int prepare_all(struct store *st)
     return 0;
 }
 
-/* Server notices (a shutdown warning, say) go to our log, not bare stderr. */
-static void notice_to_log(void *arg, const char *message)
+/* Server notices (a shutdown warning, say) go to our log, not bare stderr,
+ * and warnings are counted: run() reads the count of a COMMIT's round trip. */
+static void notice_to_log(void *arg, const PGresult *res)
 {
-    (void)arg;
+    struct store *st = arg;
+    const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *message = PQresultErrorMessage(res);
+    if (severity != NULL && strcmp(severity, "WARNING") == 0)
+        st->warnings++;
     log_info("postgres: %.*s", (int)strcspn(message, "\n"), message);
 }
 
@@ -367,7 +396,7 @@ static void connect_db(struct store *st)
     const char *const values[] = {st->cfg->database_url, "2", "stock-fcgi", options, NULL};
     st->conn = PQconnectdbParams(keys, values, 1);
     if (st->conn != NULL)
-        PQsetNoticeProcessor(st->conn, notice_to_log, NULL);
+        PQsetNoticeReceiver(st->conn, notice_to_log, st);
 }
 
 /* Reads what an idle connection received: nothing, unless the server spoke
@@ -389,6 +418,11 @@ static int usable(struct store *st)
     }
     if (PQstatus(st->conn) != CONNECTION_OK) {
         set_err(st, "postgres connection lost: %s", PQerrorMessage(st->conn));
+        return 0;
+    }
+    if (st->demoted) {
+        log_info("postgres: the server refused a write as read-only; opening a new session");
+        store_close(st);
         return 0;
     }
     if (PQtransactionStatus(st->conn) != PQTRANS_IDLE) {
@@ -441,6 +475,7 @@ void store_close(struct store *st)
     PQfinish(st->conn); /* accepts NULL */
     st->conn = NULL;
     st->prepared = 0;
+    st->demoted = 0;
 }
 
 static int64_t get_int(const PGresult *res, int col)

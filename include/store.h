@@ -49,6 +49,8 @@ struct store {
     char err[256];
     unsigned long errors;   /* failures recorded in err, for the metrics */
     unsigned long connects; /* sessions opened (and prepared), for the metrics */
+    int warnings;           /* server warnings during the current round trip */
+    int demoted;            /* the server refused a write as read-only */
 };
 
 struct product {

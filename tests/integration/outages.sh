@@ -313,4 +313,35 @@ grep -q '"code":"service_unavailable"' "$TMP/answer" || sed 's/^/#   /' "$TMP/an
 same "idle in transaction: nothing was sold" "$(sold "$I")/$(stock "$I")" "0/10"
 stop_worker
 
+# A COMMIT waits for a synchronous standby with no deadline of its own
+# (statement_timeout is off by then): the worker's deadline makes a standby
+# that never answers an outcome_unknown. An operator who cancels the wait
+# (pg_cancel_backend, the usual advice) makes PostgreSQL answer the COMMIT
+# with success and a warning: "committed locally, but might not have been
+# replicated". A failover would lose it, so that is no 200 either: its
+# outcome is unknown, and the key's replay tells (here, with no failover,
+# its order). A worker of our own, with time to find and cancel the wait.
+U=$(new_product "Unreplicated COMMIT" 10)
+STATEMENT_TIMEOUT_MS=5000 LOCK_TTL_MS=30000 start_worker
+fcgi_buy "$U" >/dev/null # the product's first sale draws its fence epoch
+sql "ALTER SYSTEM SET synchronous_standby_names = 'nobody'" && sql "SELECT pg_reload_conf()" >/dev/null
+fcgi_buy "$U" "unreplicated-$$" >"$TMP/answer" &
+buyer=$!
+for ((i = 0; i < 80; i++)); do
+    waiting=$(sql "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'")
+    [[ -n $waiting ]] && break
+    sleep 0.05
+done
+check "unreplicated COMMIT: the worker's COMMIT waits for the standby" test -n "$waiting"
+sql "SELECT pg_cancel_backend($waiting)" >/dev/null
+wait "$buyer"
+sql "ALTER SYSTEM RESET synchronous_standby_names" && sql "SELECT pg_reload_conf()" >/dev/null
+check "a COMMIT cancelled before a standby confirmed it is 504 outcome_unknown, not 200" \
+    grep -q '"code":"outcome_unknown"' "$TMP/answer"
+grep -q '"code":"outcome_unknown"' "$TMP/answer" || sed 's/^/#   /' "$TMP/answer" | tail -n 3
+fcgi_buy "$U" "unreplicated-$$" >"$TMP/answer"
+check "its key's replay, no failover having happened, finds its order" grep -q '^Status: 200' "$TMP/answer"
+same "unreplicated COMMIT: two units sold in all" "$(sold "$U")/$(stock "$U")" "2/8"
+stop_worker
+
 finish
