@@ -103,6 +103,9 @@ wanted commands && suite commands tests/integration/commands.sh
 # Several machines: responder hosts behind an edge, as network namespaces,
 # under faults between them (tests/cluster/).
 wanted cluster && suite cluster tests/cluster/cluster.sh
+# High availability: PostgreSQL under pg_auto_failover, Redis under Sentinel,
+# their primaries killed and cut off (tests/cluster/ha.sh).
+wanted ha && suite ha tests/cluster/ha.sh
 
 # The docker-compose demo, built and run for real with podman (see the
 # script: stand-ins for the registry images, a store of its own).

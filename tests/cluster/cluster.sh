@@ -5,9 +5,8 @@
 #   client 10.77.0.10 --> edge 10.77.0.1 (nginx, SITE=edge)
 #                           |-> a 10.77.0.2 (nginx + both pools)
 #                           |-> b 10.77.0.3 (nginx + both pools)
-#   redis 10.77.0.4 (Redis primary, requirepass; a sentinel)
-#   redis2 10.77.0.7 (its replica; a sentinel)
-#   pg 10.77.0.5 (PostgreSQL, scram; a sentinel)
+#   redis 10.77.0.4 (Redis, requirepass)
+#   pg 10.77.0.5 (PostgreSQL, scram)
 #
 # Host a reaches PostgreSQL through a TCP relay (socat) on its own loopback,
 # which the test pauses (SIGSTOP) to stall that link: this kernel has no
@@ -19,8 +18,8 @@
 #   2. host a's link to PostgreSQL stalled beyond LOCK_TTL_MS, then resumed;
 #   3. the edge partitioned from host a, then healed;
 #   4. both hosts degraded at once (a from Redis, b from PostgreSQL);
-#   5. the Redis primary killed: the sentinels promote the replica;
-#   6. host a killed whole (every process in it) while it holds purchases.
+#   5. host a killed whole (every process in it) while it holds purchases.
+# (Redis and PostgreSQL failover: tests/cluster/ha.sh.)
 # Each prints how long sales stopped. Every name and address exists only in
 # the namespaces, all of which go on exit, failure or interrupt; namespaces
 # a killed run left behind fail the next run (and are removed by it).
@@ -43,9 +42,7 @@ RELAY_PORT=6432
 export BASE_URL=http://${ADDR[edge]}:3000 RUN_DIR=$CL/pg PGPORT=5432 STACK STOCK_BIN
 . "$ROOT/tests/integration/lib.sh"
 . "$ROOT/tests/fault/lib.sh"
-# The Redis primary's host: redis, then redis2 once it was promoted.
-PRIMARY=redis
-rcli() { REDISCLI_AUTH=$REDIS_PW redis-cli -s "$CL/$PRIMARY/sock/redis.sock" "$@"; }
+rcli() { REDISCLI_AUTH=$REDIS_PW redis-cli -s "$CL/redis/sock/redis.sock" "$@"; }
 # Every client command runs on the client host.
 curl() { on client curl "$@"; }
 
@@ -116,21 +113,6 @@ same "and it says when to retry" "$(header Retry-After)" 1
 BASE_URL=$edge
 
 # --- The faults ---------------------------------------------------------------
-# The time a fault began, and how long sales of its product stopped: from
-# then to its first order, and the longest gap between orders around it.
-stopped() {
-    local product=$1 since=$2
-    sql "SELECT round(extract(epoch FROM min(created_at) FILTER (WHERE created_at > to_timestamp($since)))
-                      - $since, 2)::text || ' s to the first order after it, '
-                || round(extract(epoch FROM max(gap)), 2)::text || ' s longest gap between orders'
-           FROM (SELECT created_at, created_at - lag(created_at) OVER (ORDER BY id) AS gap
-                   FROM orders WHERE product_id = $product) o
-          WHERE created_at > to_timestamp($since - 1)"
-}
-# sold_since PRODUCT TIME: orders of the product begun after that time (s).
-sold_since() {
-    sql "SELECT COUNT(*) FROM orders WHERE product_id = $1 AND created_at > to_timestamp($2)"
-}
 # Purchases sent again after an attempt that may have bought: the ids. From
 # the edge's log, which lists every attempt of a request (", " between
 # hosts, " : " between passes): every attempt but the last must have been a
@@ -167,15 +149,6 @@ stale_acquires() {
          $3 == "lua]" && $4 == "\"SET\"" && $5 ~ /^"lock:product:/ && ($6 in released) { print $6 }' \
         "$1" "$1" | head -n 3
 }
-nft_cut() { # HOST PEER: drops everything between them, in HOST's namespace
-    on "$1" nft -f - <<NFT
-table inet cut {
-    chain in { type filter hook input priority 0; ip saddr $2 drop; }
-    chain out { type filter hook output priority 0; ip daddr $2 drop; }
-}
-NFT
-}
-nft_heal() { on "$1" nft delete table inet cut; }
 
 # fault_window PRODUCT SECONDS START STOP: 8 keyed buyers of PRODUCT; after
 # a second START (a command and its arguments) at t0, STOP SECONDS later at
@@ -262,36 +235,7 @@ check "selling goes on after the heal" test "$(sold_since "$P" "$t1")" -gt 0
 same "no POST reached two hosts unless the first answered 503" "$(resent_without_503)" ""
 check_invariants "$P" 100000
 
-# 5. The Redis primary dies (kill -9, no persistence). The sentinels promote
-# the replica, and the responders follow it without a restart: sales stop
-# until then (503, nothing bought), and fences still grow with order ids
-# although the replica's counters may lag (a new epoch then).
-P=$(new_product "Cluster: Redis failover" 100000)
-replica_synced() { REDISCLI_AUTH=$REDIS_PW redis-cli -s "$CL/redis2/sock/redis.sock" INFO replication |
-    grep -q master_link_status:up; }
-check "the replica is in sync before the fault" replica_synced
-start_load "$P" 8
-sleep 1
-t0=$(date +%s.%N)
-kill -KILL "$(cat "$CL/redis/redis.pid")"
-# What the sentinel on redis2 names as the primary, asked from the pg host.
-promoted() {
-    [[ $(on pg redis-cli -h "${ADDR[redis2]}" -p 26379 SENTINEL get-master-addr-by-name stock \
-        2>/dev/null | head -n 1) == "${ADDR[redis2]}" ]]
-}
-for ((i = 0; i < 300; i++)); do promoted && break; sleep 0.1; done
-t1=$(date +%s.%N)
-PRIMARY=redis2
-sleep 3
-stop_load
-echo "# Redis primary killed: $(stopped "$P" "$t0"); promoted after $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}') s"
-check "the sentinels promoted the replica" promoted
-same "the promoted replica is the primary" "$(rcli ROLE | head -n 1)" master
-check "selling goes on through the new primary, without restarting a responder" \
-    test "$(sold_since "$P" "$t1")" -gt 0
-check_invariants "$P" 100000
-
-# 6. Host a dies whole: every process in it, at once, while it holds
+# 5. Host a dies whole: every process in it, at once, while it holds
 # purchases (its responders frozen for a second first, so that some are in
 # flight there for sure). Those are answered 504 outcome_unknown, and the
 # same key, retried, gets a definite answer; the others go to b. Every

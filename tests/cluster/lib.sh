@@ -1,4 +1,4 @@
-# lib.sh -- hosts as network namespaces, for cluster.sh and bench.sh.
+# lib.sh -- hosts as network namespaces, for cluster.sh, ha.sh and bench.sh.
 #
 # Each host is a namespace with one veth (eth0, its address in ADDR) to a
 # bridge in a namespace of its own ($NS-br), and its own loopback. A host's
@@ -10,8 +10,7 @@
 # network_up, and calls teardown "$NS" on exit.
 
 NET=10.77.0
-declare -A ADDR=([edge]=$NET.1 [a]=$NET.2 [b]=$NET.3 [redis]=$NET.4 [pg]=$NET.5 [redis2]=$NET.7
-    [client]=$NET.10)
+declare -A ADDR=([edge]=$NET.1 [a]=$NET.2 [b]=$NET.3 [redis]=$NET.4 [pg]=$NET.5 [client]=$NET.10)
 NS=stockcl$$ # namespaces: $NS-br (the bridge), $NS-edge, $NS-a, ...
 CL=$(mktemp -d /tmp/stock-cluster.XXXXXX)
 chmod 755 "$CL"
@@ -75,15 +74,10 @@ start() {
 }
 
 # The database and Redis hosts: PostgreSQL for the hosts' network, with a
-# password; Redis with requirepass, a replica on redis2, and three sentinels
-# (on redis, redis2 and pg; two must agree) watching the primary "stock".
-SENTINELS="${ADDR[redis]}:26379,${ADDR[redis2]}:26379,${ADDR[pg]}:26379"
+# password; Redis with requirepass.
 backends() {
-    local watch=(SENTINEL_MONITOR="stock ${ADDR[redis]}:6379 2" SENTINEL_DOWN_AFTER_MS=2000
-        REDIS_PASSWORD="$REDIS_PW")
-    start redis SERVICES="redis sentinel" "${watch[@]}" &&
-        start redis2 SERVICES="redis sentinel" REDIS_REPLICAOF="${ADDR[redis]}:6379" "${watch[@]}" &&
-        start pg SERVICES="postgres sentinel" PG_ALLOW="$NET.0/24" PG_PASSWORD="$PG_PW" "${watch[@]}"
+    start redis SERVICES=redis REDIS_PASSWORD="$REDIS_PW" &&
+        start pg SERVICES=postgres PG_ALLOW="$NET.0/24" PG_PASSWORD="$PG_PW"
 }
 
 # responders HOST DB_HOST:PORT [SETTINGS...]: a responder host (nginx and both
@@ -93,7 +87,6 @@ responders() {
     shift 2
     start "$host" SERVICES="app nginx" \
         DATABASE_URL="postgresql://postgres:$PG_PW@$db/redisdistributedlock" \
-        REDIS_SENTINELS="$SENTINELS" REDIS_MASTER_NAME=stock \
         REDIS_URL="redis://:$REDIS_PW@${ADDR[redis]}:6379" \
         REAL_IP_FROM="$NET.0/29" METRICS_ALLOW="$NET.0/29" "$@"
 }
@@ -105,4 +98,37 @@ host_cpu() {
         t=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null) && ticks=$((ticks + t))
     done
     awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f\n", t / hz }'
+}
+
+# The time a fault began, and how long sales of its product stopped: from
+# then to its first order, and the longest gap between orders around it.
+stopped() {
+    local product=$1 since=$2
+    sql "SELECT round(extract(epoch FROM min(created_at) FILTER (WHERE created_at > to_timestamp($since)))
+                      - $since, 2)::text || ' s to the first order after it, '
+                || round(extract(epoch FROM max(gap)), 2)::text || ' s longest gap between orders'
+           FROM (SELECT created_at, created_at - lag(created_at) OVER (ORDER BY id) AS gap
+                   FROM orders WHERE product_id = $product) o
+          WHERE created_at > to_timestamp($since - 1)"
+}
+# sold_since PRODUCT TIME: orders of the product begun after that time (s).
+sold_since() {
+    sql "SELECT COUNT(*) FROM orders WHERE product_id = $1 AND created_at > to_timestamp($2)"
+}
+nft_cut() { # HOST PEER: drops everything between them, in HOST's namespace
+    on "$1" nft -f - <<NFT
+table inet cut {
+    chain in { type filter hook input priority 0; ip saddr $2 drop; }
+    chain out { type filter hook output priority 0; ip daddr $2 drop; }
+}
+NFT
+}
+nft_heal() { on "$1" nft delete table inet cut; } # HOST: undoes nft_cut, nft_isolate
+nft_isolate() { # HOST: drops everything on its network link (its loopback stays)
+    on "$1" nft -f - <<NFT
+table inet cut {
+    chain in { type filter hook input priority 0; iifname "eth0" drop; }
+    chain out { type filter hook output priority 0; oifname "eth0" drop; }
+}
+NFT
 }

@@ -21,10 +21,11 @@ spawn-fcgi multiwatch nginx redis-server postgresql postgresql-client curl"
 # the archive key it checks the base image with) and
 # docker-compose for the compose smoke test (tests/compose/); iproute2,
 # nftables and socat for the cluster test (tests/cluster/), socat also for a
-# relay in the outages test.
+# relay in the outages test; pg_auto_failover (its PostgreSQL 15 extension
+# pulls in pg_autoctl) for the ha test; its sentinels are redis-server --sentinel.
 TEST_PACKAGES="jq clang-format clang libclang-rt-dev docker-compose
 podman runc netavark aardvark-dns iptables debootstrap debian-archive-keyring
-iproute2 nftables socat"
+iproute2 nftables socat postgresql-15-auto-failover"
 BENCH_PACKAGES="wrk gnuplot-nox bsdextrautils"
 
 case "${1:-run}" in

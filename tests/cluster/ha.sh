@@ -1,0 +1,317 @@
+#!/usr/bin/env bash
+# ha.sh -- no single point of failure: PostgreSQL under pg_auto_failover
+# (a monitor, a primary and a synchronous standby) and Redis under Sentinel,
+# each host a network namespace this test makes itself:
+#
+#   client 10.77.0.10 --> a 10.77.0.2 (nginx + both pools)
+#   mon 10.77.0.8 (the pg_auto_failover monitor; a sentinel)
+#   pg 10.77.0.5, pg2 10.77.0.9 (PostgreSQL, each under its pg_autoctl)
+#   redis 10.77.0.4, redis2 10.77.0.7 (Redis primary and replica; sentinels)
+#
+# The responders know both PostgreSQL nodes (DATABASE_URL lists them, with
+# target_session_attrs=read-write) and the sentinels, never which is the
+# primary. Under a load of buyers with idempotency keys (tests/fault/lib.sh),
+# each fault followed by the invariants of tests/fault/ on the primary of
+# the moment, among them "every 200 answered has its order":
+#   1. the PostgreSQL primary's host killed (every process, kill -9);
+#   2. that host back: it rejoins as the standby;
+#   3. the new primary cut off from every host: the standby is promoted,
+#      the old primary sells nothing on its own; healed, it rejoins;
+#   4. the Redis primary killed; back as a replica; the new one killed.
+# Each prints how long sales stopped. Everything is removed on exit,
+# failure or interrupt.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+if [[ $(id -u) != 0 ]]; then
+    echo "ok 1 - ha # SKIP network namespaces need root"
+    echo "1..1"
+    exit 0
+fi
+if ! command -v pg_autoctl >/dev/null; then
+    echo "not ok 1 - ha: pg_autoctl is missing: run 'make deps'"
+    echo "1..1"
+    exit 1
+fi
+
+STOCK_BIN=$ROOT/build/asan/stock-fcgi
+. "$ROOT/tests/cluster/lib.sh"
+unset 'ADDR[edge]' 'ADDR[b]'
+ADDR[mon]=$NET.8
+ADDR[pg2]=$NET.9
+ADDR[redis2]=$NET.7
+PG_NODES="${ADDR[pg]}:5432,${ADDR[pg2]}:5432"
+DB_URL="postgresql://postgres:$PG_PW@$PG_NODES/redisdistributedlock?target_session_attrs=read-write"
+SENTINELS="${ADDR[redis]}:26379,${ADDR[redis2]}:26379,${ADDR[mon]}:26379"
+MONITOR_URI="postgres://autoctl_node@${ADDR[mon]}:5432/pg_auto_failover?sslmode=disable"
+
+export BASE_URL=http://${ADDR[a]}:3000 RUN_DIR=$CL/a PGPORT=5432 STACK STOCK_BIN
+. "$ROOT/tests/integration/lib.sh"
+. "$ROOT/tests/fault/lib.sh"
+# The database is whichever node is the primary: the client host asks both,
+# as the responders do. Every client command runs on the client host.
+conninfo() { echo "$DB_URL"; }
+psql() { on client psql "$@"; }
+curl() { on client curl "$@"; }
+REDIS_PRIMARY=redis
+rcli() { REDISCLI_AUTH=$REDIS_PW redis-cli -s "$CL/$REDIS_PRIMARY/sock/redis.sock" "$@"; }
+
+cleanup() {
+    teardown "$NS"
+    [[ -n ${KEEP:-} ]] || rm -rf "$CL"
+    cleanup_suite
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+leftover=$(leftovers)
+same "no namespaces left by an earlier run" "$(echo $leftover)" ""
+for prefix in $leftover; do teardown "$prefix"; done
+network_up || not_ok "the network namespaces could be made"
+
+# --- PostgreSQL under pg_auto_failover ---------------------------------------
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+# autoctl HOST ARGS...: pg_autoctl on that host as postgres, its files under
+# $CL/pgaf-HOST, with a /run/postgresql of its own (a mount namespace): two
+# servers on one port would otherwise share that socket directory.
+autoctl() {
+    local host=$1 dir=$CL/pgaf-$1
+    shift
+    install -d -o postgres "$dir"
+    on "$host" unshare -m --propagation private sh -c \
+        'mount -t tmpfs -o mode=2775,uid=postgres,gid=postgres tmpfs /run/postgresql && exec "$@"' sh \
+        setpriv --reuid=postgres --regid=postgres --init-groups -- \
+        env PATH="$PG_BIN:$PATH" HOME="$dir" XDG_CONFIG_HOME="$dir/config" XDG_DATA_HOME="$dir/data" \
+        pg_autoctl "$@"
+}
+# keeper HOST: the node's pg_autoctl, running in the background (its log in
+# $CL/pgaf-HOST.log), as a service manager would keep it.
+keeper() {
+    autoctl "$1" run --pgdata "$CL/pgaf-$1/pgdata" >>"$CL/pgaf-$1.log" 2>&1 &
+}
+# on_node HOST SQL: as the node's superuser, over its own loopback.
+on_node() {
+    on "$1" psql -X -qAt -h 127.0.0.1 -U postgres -d redisdistributedlock -c "$2"
+}
+# writable HOST: the node takes writes: what target_session_attrs=read-write
+# asks. A standby just promoted stays read-only (default_transaction_read_only)
+# until the monitor is sure the old primary stopped: pg_auto_failover's
+# guard against two primaries.
+writable() { [[ $(on_node "$1" "SHOW transaction_read_only" 2>/dev/null) == off ]]; }
+# state HOST: the node's state as the monitor knows it (primary, secondary...).
+state() {
+    on mon psql -X -qAt "$MONITOR_URI" -c "SELECT reportedstate FROM pgautofailover.node
+                                           WHERE nodename = '$1'" 2>/dev/null
+}
+# wait_for SECONDS COMMAND...: polls every 0.1 s until the command succeeds.
+wait_for() {
+    local tries=$(($1 * 10))
+    shift
+    for ((i = 0; i < tries; i++)); do
+        "$@" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+in_state() { [[ $(state "$1") == "$2" ]]; }
+pair_ready() { in_state "$1" primary && in_state "$2" secondary; }
+
+# Failover in seconds, not the defaults' minute: the monitor calls a node
+# unhealthy after 2 s without news, and promotes the standby 5 s after
+# that at the earliest (primary_demote_timeout), while a primary that
+# loses both the monitor and its standby stops serving after 3 s
+# (network_partition_timeout): it is down before its standby is promoted.
+monitor_up() {
+    autoctl mon create monitor --pgdata "$CL/pgaf-mon/pgdata" --pgport 5432 \
+        --hostname "${ADDR[mon]}" --auth trust --no-ssl --run >>"$CL/pgaf-mon.log" 2>&1 &
+    wait_for 30 on mon "$PG_BIN/pg_isready" -q -h 127.0.0.1 || return 1
+    wait_for 30 on mon psql -X -qAt "$MONITOR_URI" -c "SELECT 1" >/dev/null 2>&1 || return 1
+    on mon psql -X -q -h 127.0.0.1 -U postgres -d postgres >/dev/null <<SQL
+ALTER SYSTEM SET pgautofailover.health_check_period = 1000;
+ALTER SYSTEM SET pgautofailover.health_check_timeout = 1000;
+ALTER SYSTEM SET pgautofailover.health_check_max_retries = 1;
+ALTER SYSTEM SET pgautofailover.health_check_retry_delay = 500;
+ALTER SYSTEM SET pgautofailover.node_considered_unhealthy_timeout = 2000;
+ALTER SYSTEM SET pgautofailover.primary_demote_timeout = 5000;
+SELECT pg_reload_conf();
+SQL
+}
+# node_create HOST: registers a data node: the first becomes the primary
+# (initdb), the next its standby (pg_basebackup).
+node_create() {
+    autoctl "$1" create postgres --pgdata "$CL/pgaf-$1/pgdata" --pgport 5432 \
+        --hostname "${ADDR[$1]}" --name "$1" --auth trust --no-ssl \
+        --dbname redisdistributedlock --monitor "$MONITOR_URI" >>"$CL/pgaf-$1.log" 2>&1 &&
+        autoctl "$1" config set --pgdata "$CL/pgaf-$1/pgdata" \
+            timeout.network_partition_timeout 3 >/dev/null
+}
+# The schema, the password of the responders' role, and who may connect
+# with it: the hosts' network, with scram (pg_autoctl's own rules trust
+# only the nodes' and the monitor's addresses, for replication and health
+# checks). The standby copies it all from the primary.
+schema() {
+    on pg psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres -d redisdistributedlock \
+        -f "$ROOT/sql/schema.sql" -f "$ROOT/sql/seed.sql" >/dev/null &&
+        printf '%s\n' "SET password_encryption = 'scram-sha-256';" \
+            "ALTER ROLE postgres PASSWORD '$PG_PW';" |
+        on pg psql -X -q -h 127.0.0.1 -U postgres -d postgres >/dev/null &&
+        echo "host redisdistributedlock postgres $NET.0/24 scram-sha-256" \
+            >>"$CL/pgaf-pg/pgdata/pg_hba.conf" &&
+        on_node pg "SELECT pg_reload_conf()" >/dev/null
+}
+# The standby's pg_basebackup waits for a checkpoint, which a fresh primary
+# spreads over minutes: ask for one at once, until the copy has begun.
+standby_create() {
+    node_create pg2 &
+    local create=$!
+    while kill -0 "$create" 2>/dev/null; do
+        on_node pg "CHECKPOINT" >/dev/null 2>&1
+        sleep 0.5
+    done
+    wait "$create"
+}
+postgres_up() {
+    monitor_up && node_create pg && keeper pg && wait_for 30 writable pg && schema &&
+        standby_create && keeper pg2 && wait_for 60 pair_ready pg pg2
+}
+
+# --- Redis under Sentinel, and the responders --------------------------------
+# start() is lib.sh's: a stack.sh of the host's own, under $CL/HOST.
+redis_up() {
+    local watch=(SENTINEL_MONITOR="stock ${ADDR[redis]}:6379 2" SENTINEL_DOWN_AFTER_MS=2000
+        REDIS_PASSWORD="$REDIS_PW")
+    start redis SERVICES="redis sentinel" "${watch[@]}" &&
+        start redis2 SERVICES="redis sentinel" REDIS_REPLICAOF="${ADDR[redis]}:6379" "${watch[@]}" &&
+        start mon SERVICES=sentinel "${watch[@]}"
+}
+responders_up() {
+    start a SERVICES="app nginx" WORKERS=3 OVERFLOW_WORKERS=2 DATABASE_URL="$DB_URL" \
+        REDIS_SENTINELS="$SENTINELS" REDIS_MASTER_NAME=stock \
+        REDIS_URL="redis://:$REDIS_PW@${ADDR[redis]}:6379"
+}
+
+# PostgreSQL's pair forms (a minute's work for pg_autoctl, mostly waiting)
+# while Redis and the sentinels start.
+started=0
+postgres_up &
+pg_job=$!
+redis_up && wait "$pg_job" && responders_up && started=1
+echo "# hosts started in $SECONDS s"
+t_start=$SECONDS
+same "the hosts start: a monitor, a primary and its standby, Redis and its replica, sentinels, responders" \
+    "$started" 1
+if ((!started)); then
+    tail -n 20 "$CL"/pgaf-*.log 2>/dev/null | sed 's/^/#   /'
+    finish
+fi
+same "the standby is synchronous" "$(on_node pg "SHOW synchronous_standby_names")" \
+    "ANY 1 (pgautofailover_standby_2)"
+buy /buy/1 '{"amount": 1}'
+expect "a purchase through the pair" 200
+
+# How long from T0 until the primary of the moment answered T1 (seconds).
+since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+
+# kill_host HOST: every process in it, at once: a machine that died.
+kill_host() {
+    local pid
+    for pid in $(ip netns pids "$NS-$1"); do kill -KILL "$pid" 2>/dev/null; done
+}
+
+# pg_failover NAME OLD NEW HOW: under load, OLD (the primary) dies or is cut
+# off (HOW: kill_host or nft_isolate); NEW must be promoted, and sales go on
+# through it with no responder restarted.
+pg_failover() {
+    local name=$1 old=$2 new=$3 how=$4 pids
+    P=$(new_product "HA: $name" 100000)
+    pids=$(RUN_DIR=$CL/a workers)
+    start_load "$P" 8
+    sleep 1
+    t0=$(date +%s.%N)
+    $how "$old"
+    wait_for 60 writable "$new"
+    t1=$(date +%s.%N)
+    sleep 3
+    stop_load
+    echo "# $name: $(stopped "$P" "$t0"); $new writable after $(since "$t0" "$t1") s"
+    check "$name: $new was promoted" in_state "$new" wait_primary
+    check "$name: selling goes on through $new" test "$(sold_since "$P" "$t1")" -gt 0
+    same "$name: the same responders sell (none restarted)" "$(RUN_DIR=$CL/a workers)" "$pids"
+    check_invariants "$P" 100000
+}
+
+# 1. The primary's machine dies: pg_autoctl and PostgreSQL, kill -9. The
+# standby was synchronous, so every sale answered 200 before the kill is
+# on it (check_invariants: "every 200 answered has its order").
+pg_failover "PostgreSQL primary killed" pg pg2 kill_host
+
+# 2. The old primary comes back, and rejoins as the standby of the new one
+# (pg_autoctl rewinds what it had that the new primary has not, if
+# anything: nothing that was answered 200).
+keeper pg
+rejoin=$SECONDS
+check "the old primary rejoins as the standby" wait_for 60 pair_ready pg2 pg
+echo "# pg rejoined as the standby in $((SECONDS - rejoin)) s"
+same "and the new primary waits for it again" "$(on_node pg2 "SHOW synchronous_standby_names")" \
+    "ANY 1 (pgautofailover_standby_1)"
+
+# 3. The primary (pg2 now) is cut off from every host: the monitor promotes
+# pg, and pg2, having lost the monitor and its standby, stops serving. A
+# COMMIT it had taken waits for its standby and is never answered 200; the
+# purchases it holds are outcome_unknown, and their keys, retried on the
+# new primary, get a definite answer.
+pg_failover "PostgreSQL primary cut off" pg2 pg nft_isolate
+check "the cut-off primary stopped accepting writes on its own" wait_for 10 eval '! writable pg2'
+unknown=$(awk '/"code":"outcome_unknown"/ {print $1}' "$TMP/answers")
+definite=0
+for key in $unknown; do
+    buy "/buy/$P" '{"amount": 1}' -H "Idempotency-Key: $key"
+    [[ $STATUS == 200 || $STATUS == 409 ]] && definite=$((definite + 1))
+done
+same "its purchases in doubt ($(wc -w <<<"$unknown")), retried with their keys, get definite answers" \
+    "$definite" "$(wc -w <<<"$unknown")"
+nft_heal pg2
+rejoin=$SECONDS
+check "healed, it rejoins as the standby" wait_for 60 pair_ready pg pg2
+echo "# pg2 rejoined as the standby in $((SECONDS - rejoin)) s"
+
+# 4. Redis: the primary killed (no persistence: its lock keys are lost, and
+# the replica's fence counters may lag; fencing makes that safe, as
+# check_invariants' "fences grow with order ids" shows); back as a
+# replica of the new primary; then the new primary killed too.
+sentinel_names() {
+    [[ $(on client redis-cli -h "${ADDR[mon]}" -p 26379 SENTINEL get-master-addr-by-name stock \
+        2>/dev/null | head -n 1) == "${ADDR[$1]}" ]]
+}
+redis_failover() {
+    local name=$1 old=$2 new=$3
+    P=$(new_product "HA: $name" 100000)
+    start_load "$P" 8
+    sleep 1
+    t0=$(date +%s.%N)
+    kill -KILL "$(cat "$CL/$old/redis.pid")"
+    wait_for 30 sentinel_names "$new"
+    t1=$(date +%s.%N)
+    REDIS_PRIMARY=$new
+    sleep 3
+    stop_load
+    echo "# $name: $(stopped "$P" "$t0"); promoted after $(since "$t0" "$t1") s"
+    check "$name: the sentinels promoted $new" sentinel_names "$new"
+    check "$name: selling goes on through $new" test "$(sold_since "$P" "$t1")" -gt 0
+    check_invariants "$P" 100000
+}
+redis_failover "Redis primary killed" redis redis2
+start redis SERVICES=redis REDIS_PASSWORD="$REDIS_PW" REDIS_REPLICAOF="${ADDR[redis2]}:6379"
+replica_synced() {
+    REDISCLI_AUTH=$REDIS_PW redis-cli -s "$CL/redis/sock/redis.sock" INFO replication |
+        grep -q master_link_status:up
+}
+check "the old Redis primary is back, as a replica in sync" wait_for 30 replica_synced
+redis_failover "Redis primary killed again" redis2 redis
+
+echo "# faults: $((SECONDS - t_start)) s"
+reports=$(ls "$CL"/a/log/sanitizer.* 2>/dev/null)
+same "sanitizers: no report from the responders" "$reports" ""
+[[ -z $reports ]] || sed 's/^/#   /' $reports | head -n 40
+
+finish
