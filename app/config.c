@@ -250,6 +250,12 @@ int config_load(struct config *cfg, config_lookup_fn lookup, char *err, size_t e
                                lookup_or(lookup, "REDIS_MASTER_NAME", ""), &cfg->sentinels, err,
                                errlen) < 0)
         return -1;
+    const char *sentinel_pw = lookup_or(lookup, "REDIS_SENTINEL_PASSWORD", "");
+    if (sentinel_pw[0] != '\0' && cfg->sentinels.count == 0)
+        return fail(err, errlen, "REDIS_SENTINEL_PASSWORD needs REDIS_SENTINELS");
+    if (copy_str(cfg->sentinels.password, sizeof cfg->sentinels.password, sentinel_pw,
+                 strlen(sentinel_pw)) < 0)
+        return fail(err, errlen, "REDIS_SENTINEL_PASSWORD is longer than 255 bytes");
     if (cfg->sentinels.count > 0 && cfg->redis.path[0] != '\0')
         return fail(err, errlen,
                     "REDIS_SENTINELS needs a redis:// REDIS_URL (its credentials and database), "

@@ -207,6 +207,25 @@ static int command_ok(struct lock_client *lc, char *out, size_t outlen, const ch
     return ok ? 0 : -1;
 }
 
+/* AUTH to a sentinel that has a requirepass of its own (its answers name
+ * the primary, so anyone who may ask may also be told a wrong one: a
+ * sentinel on a shared network needs one). 0 when done or not needed; -1
+ * with c->errstr set, so the caller reports it like any failed call. */
+static int sentinel_auth(const struct lock_client *lc, redisContext *c)
+{
+    const struct redis_sentinels *s = &lc->cfg->sentinels;
+    if (s->password[0] == '\0')
+        return 0;
+    redisReply *r = redisCommand(c, "AUTH %s", s->password);
+    int ok = r != NULL && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0;
+    if (!ok && r != NULL)
+        snprintf(c->errstr, sizeof c->errstr, "AUTH: %s",
+                 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    if (r != NULL)
+        freeReplyObject(r);
+    return ok ? 0 : -1;
+}
+
 /* Asks one sentinel for the primary's address: 0 with host and port, or -1
  * (lc->err says why). */
 static int ask_sentinel(struct lock_client *lc, int i, struct timeval tv, char *host, size_t cap,
@@ -220,7 +239,7 @@ static int ask_sentinel(struct lock_client *lc, int i, struct timeval tv, char *
         return -1;
     }
     redisReply *r = NULL;
-    if (c->err || redisSetTimeout(c, tv) != REDIS_OK ||
+    if (c->err || redisSetTimeout(c, tv) != REDIS_OK || sentinel_auth(lc, c) < 0 ||
         (r = redisCommand(c, "SENTINEL get-master-addr-by-name %s", s->master)) == NULL) {
         set_err(lc, "redis sentinel %s:%d: %s", s->at[i].host, s->at[i].port,
                 c->errstr[0] ? c->errstr : "no answer");

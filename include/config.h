@@ -33,10 +33,11 @@ struct redis_target {
     int db;             /* SELECT db when non-zero */
 };
 
-/* Redis Sentinel (REDIS_SENTINELS, REDIS_MASTER_NAME): the sentinels to ask
- * for the address of the primary of that name, in order. With none
- * (count 0), REDIS_URL names the server; with some, REDIS_URL gives only
- * the credentials and the database. */
+/* Redis Sentinel (REDIS_SENTINELS, REDIS_MASTER_NAME, and
+ * REDIS_SENTINEL_PASSWORD if the sentinels have a requirepass): the
+ * sentinels to ask for the address of the primary of that name, in order.
+ * With none (count 0), REDIS_URL names the server; with some, REDIS_URL
+ * gives only the credentials and the database. */
 #define CONFIG_SENTINELS_MAX 8
 struct redis_sentinels {
     int count;
@@ -45,6 +46,7 @@ struct redis_sentinels {
         int port;
     } at[CONFIG_SENTINELS_MAX];
     char master[128];
+    char password[256]; /* the sentinels' own; empty: none; never logged */
 };
 
 struct config {

@@ -8,6 +8,11 @@
 #   pg 10.77.0.5, pg2 10.77.0.9 (PostgreSQL, each under its pg_autoctl)
 #   redis 10.77.0.4, redis2 10.77.0.7 (Redis primary and replica; sentinels)
 #
+# The responders give a password to each service: PostgreSQL (scram), Redis
+# and the sentinels (their own requirepass). pg_autoctl's own connections
+# (replication, health checks) are trusted between the nodes' addresses
+# only, as `--auth trust` writes them: the README says what to use instead.
+#
 # The responders know both PostgreSQL nodes (DATABASE_URL lists them, with
 # target_session_attrs=read-write) and the sentinels, never which is the
 # primary. Under a load of buyers with idempotency keys (tests/fault/lib.sh),
@@ -43,6 +48,7 @@ ADDR[redis2]=$NET.7
 PG_NODES="${ADDR[pg]}:5432,${ADDR[pg2]}:5432"
 DB_URL="postgresql://postgres:$PG_PW@$PG_NODES/redisdistributedlock?target_session_attrs=read-write"
 SENTINELS="${ADDR[redis]}:26379,${ADDR[redis2]}:26379,${ADDR[mon]}:26379"
+SENTINEL_PW=sentinel-$(od -An -tx8 -N8 /dev/urandom | tr -d ' ')
 MONITOR_URI="postgres://autoctl_node@${ADDR[mon]}:5432/pg_auto_failover?sslmode=disable"
 
 export BASE_URL=http://${ADDR[a]}:3000 RUN_DIR=$CL/a PGPORT=5432 STACK STOCK_BIN
@@ -179,14 +185,14 @@ postgres_up() {
 # start() is lib.sh's: a stack.sh of the host's own, under $CL/HOST.
 redis_up() {
     local watch=(SENTINEL_MONITOR="stock ${ADDR[redis]}:6379 2" SENTINEL_DOWN_AFTER_MS=2000
-        REDIS_PASSWORD="$REDIS_PW")
+        REDIS_PASSWORD="$REDIS_PW" SENTINEL_PASSWORD="$SENTINEL_PW")
     start redis SERVICES="redis sentinel" "${watch[@]}" &&
         start redis2 SERVICES="redis sentinel" REDIS_REPLICAOF="${ADDR[redis]}:6379" "${watch[@]}" &&
         start mon SERVICES=sentinel "${watch[@]}"
 }
 responders_up() {
     start a SERVICES="app nginx" WORKERS=3 OVERFLOW_WORKERS=2 DATABASE_URL="$DB_URL" \
-        REDIS_SENTINELS="$SENTINELS" REDIS_MASTER_NAME=stock \
+        REDIS_SENTINELS="$SENTINELS" REDIS_MASTER_NAME=stock REDIS_SENTINEL_PASSWORD="$SENTINEL_PW" \
         REDIS_URL="redis://:$REDIS_PW@${ADDR[redis]}:6379"
 }
 
@@ -280,7 +286,8 @@ echo "# pg2 rejoined as the standby in $((SECONDS - rejoin)) s"
 # check_invariants' "fences grow with order ids" shows); back as a
 # replica of the new primary; then the new primary killed too.
 sentinel_names() {
-    [[ $(on client redis-cli -h "${ADDR[mon]}" -p 26379 SENTINEL get-master-addr-by-name stock \
+    [[ $(on client env REDISCLI_AUTH="$SENTINEL_PW" redis-cli -h "${ADDR[mon]}" -p 26379 \
+        SENTINEL get-master-addr-by-name stock \
         2>/dev/null | head -n 1) == "${ADDR[$1]}" ]]
 }
 redis_failover() {

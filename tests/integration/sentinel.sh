@@ -104,6 +104,34 @@ check "and the log says the named server was not the primary" \
     grep -q "127.0.0.1:$P4, named by the sentinels, is not the primary" "$TMP/w.log"
 stop_worker
 
+# A sentinel with a password of its own (requirepass): asked without it, it
+# answers NOAUTH, a 503 whose reason is in the log; with
+# REDIS_SENTINEL_PASSWORD it names the primary. The password is never logged.
+PA=$("$ROOT/tests/stack/free-port.sh" 1)
+mkdir -p "$TMP/sa"
+cat >"$TMP/sa/sentinel.conf" <<CONF
+port $PA
+bind 127.0.0.1
+dir "$TMP/sa"
+requirepass "sentinel-secret-$$"
+sentinel monitor stock 127.0.0.1 $P2 1
+CONF
+redis-server "$TMP/sa/sentinel.conf" --sentinel >"$TMP/sa/log" 2>&1 &
+guarded_up() { REDISCLI_AUTH=sentinel-secret-$$ rc "$PA" SENTINEL get-master-addr-by-name stock | grep -qx "$P2"; }
+check "a sentinel with a password knows the primary" until_true guarded_up
+REDIS_SENTINELS=127.0.0.1:$PA WORKER_REDIS_URL=redis://127.0.0.1:1 start_worker
+body=$(fcgi_buy "$P")
+check "asked without its password: 503, nothing bought ($body)" \
+    grep -q '"code":"service_unavailable"' <<<"$body"
+check "and the log says it wants one" grep -q "redis sentinel 127.0.0.1:$PA: .*NOAUTH" "$TMP/w.log"
+stop_worker
+REDIS_SENTINEL_PASSWORD=sentinel-secret-$$ REDIS_SENTINELS=127.0.0.1:$PA \
+    WORKER_REDIS_URL=redis://127.0.0.1:1 start_worker
+body=$(fcgi_buy "$P")
+check "with REDIS_SENTINEL_PASSWORD: the purchase goes through ($body)" grep -q '"order_id"' <<<"$body"
+check "and the password is in no log line" eval "! grep -q sentinel-secret '$TMP/w.log'"
+stop_worker
+
 # Without sentinels, a REDIS_URL that names a replica: READONLY is a failed
 # call (503, nothing bought), and the connection is dropped, not reused.
 unset REDIS_SENTINELS REDIS_MASTER_NAME

@@ -41,6 +41,9 @@
 #   REDIS_REPLICAOF  HOST:PORT: this Redis starts as that primary's replica
 #   SENTINEL_MONITOR "NAME HOST:PORT QUORUM": the primary a sentinel watches
 #   SENTINEL_PORT   the sentinel's port (default 26379)
+#   SENTINEL_PASSWORD  the sentinel's own requirepass (the same on every
+#               sentinel: they use it with each other); responders give it
+#               as REDIS_SENTINEL_PASSWORD
 #   SENTINEL_DOWN_AFTER_MS  how long a primary may not answer before the
 #               sentinels fail it over (default 5000)
 #   REAL_IP_FROM    the edges' addresses or CIDRs, space-separated: nginx
@@ -112,7 +115,7 @@ SENTINEL_DOWN_AFTER_MS=$(setting SENTINEL_DOWN_AFTER_MS 5000 100 600000)
 [[ -z ${PG_ALLOW:-} || -n ${PG_PASSWORD:-} ]] || die "PG_ALLOW needs PG_PASSWORD"
 # Passwords go into URLs and configuration files as they are: characters
 # that need no quoting or escaping anywhere.
-for name in PG_PASSWORD REDIS_PASSWORD; do
+for name in PG_PASSWORD REDIS_PASSWORD SENTINEL_PASSWORD; do
     [[ -z ${!name:-} || ${!name} =~ ^[A-Za-z0-9._~-]{12,128}$ ]] ||
         die "$name must be 12 to 128 letters, digits or . _ ~ -"
 done
@@ -331,11 +334,14 @@ sentinel failover-timeout $name $((SENTINEL_DOWN_AFTER_MS * 10))
 CONF
     [[ -z ${REDIS_PASSWORD:-} ]] ||
         printf 'sentinel auth-pass %s "%s"\n' "$name" "$REDIS_PASSWORD" >>"$RUN/sentinel/sentinel.conf"
+    [[ -z ${SENTINEL_PASSWORD:-} ]] ||
+        printf 'requirepass "%s"\n' "$SENTINEL_PASSWORD" >>"$RUN/sentinel/sentinel.conf"
     as_user redis-server "$RUN/sentinel/sentinel.conf" --sentinel ||
         die "the sentinel did not start: see $LOG/sentinel.log"
     STARTED+=(sentinel)
     for ((i = 0; i < 100; i++)); do
-        [[ $(redis-cli -h 127.0.0.1 -p "$SENTINEL_PORT" ping 2>/dev/null) == PONG ]] && return 0
+        [[ $(REDISCLI_AUTH=${SENTINEL_PASSWORD:-} redis-cli -h 127.0.0.1 -p "$SENTINEL_PORT" ping \
+            2>/dev/null) == PONG ]] && return 0
         sleep 0.1
     done
     die "the sentinel did not answer: see $LOG/sentinel.log"

@@ -156,6 +156,19 @@ static void sentinels_need_a_tcp_redis_url(void)
     CHECK(load(env, &cfg, err) < 0 && strstr(err, "REDIS_SENTINELS") != NULL);
 }
 
+/* The sentinels' own password: kept, and only with sentinels to give it to. */
+static void sentinel_password(void)
+{
+    static const char *const with[] = {"REDIS_SENTINELS=h", "REDIS_MASTER_NAME=m",
+                                       "REDIS_SENTINEL_PASSWORD=s3cret", NULL};
+    static const char *const alone[] = {"REDIS_SENTINEL_PASSWORD=s3cret", NULL};
+    struct config cfg;
+    char err[CONFIG_ERR_MAX];
+    CHECK(load(with, &cfg, err) == 0 && strcmp(cfg.sentinels.password, "s3cret") == 0);
+    CHECK(load(alone, &cfg, err) < 0 && strstr(err, "REDIS_SENTINEL_PASSWORD") != NULL &&
+          strstr(err, "s3cret") == NULL);
+}
+
 static void redis_url_rejects_malformed(void)
 {
     static const char *const bad[] = {
@@ -191,5 +204,6 @@ void suite_config(void)
     RUN(redis_url_forms_parse);
     RUN(sentinels_parse);
     RUN(sentinels_need_a_tcp_redis_url);
+    RUN(sentinel_password);
     RUN(redis_url_rejects_malformed);
 }
