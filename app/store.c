@@ -60,8 +60,17 @@ static const char sql_key_refused[] =
 static const char sql_new_epoch[] =
     "UPDATE products SET fence = ((fence >> 32) + 1) << 32 WHERE id = $1 RETURNING fence";
 
-static const char sql_key[] = "SELECT product_id, amount, status, order_id, remaining, available"
-                              " FROM idempotency_keys WHERE key = $1";
+/* A key's recorded outcome, read back for a replay. An UPDATE that changes
+ * nothing, not a SELECT: a found key writes a row version, so this
+ * statement's own COMMIT waits for the synchronous standby, if there is one,
+ * and the outcome is answered only once a failover would keep it. It may
+ * belong to a COMMIT whose wait was cancelled ("committed locally"), and a
+ * replay must not make a 200 of that. A key not found writes nothing and
+ * waits for nothing: a new purchase's lookup costs what a SELECT does. A
+ * key whose purchase is still in flight is not visible, as with a SELECT. */
+static const char sql_key[] =
+    "UPDATE idempotency_keys SET status = status WHERE key = $1"
+    " RETURNING product_id, amount, status, order_id, remaining, available";
 
 static const char sql_product[] = "SELECT id, name, amount FROM products WHERE id = $1";
 
@@ -150,10 +159,11 @@ static enum store_status fail(struct store *st, const PGresult *res, const char 
             res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(st->conn));
     if (commits && (state == NULL || strncmp(state, "08", 2) == 0))
         return STORE_UNKNOWN;
-    /* A server that became a standby (a failover) keeps its sessions, and
+    /* A primary made read-only under its sessions (pg_auto_failover's guard
+     * while it fails over, default_transaction_read_only set by hand)
      * refuses every write on them: only a new session, which
-     * target_session_attrs=read-write in DATABASE_URL sends to the new
-     * primary, can sell again. */
+     * target_session_attrs=read-write in DATABASE_URL sends to a server
+     * that takes writes, can sell again. */
     if (state != NULL && strcmp(state, "25006") == 0)
         st->demoted = 1;
     if (PQstatus(st->conn) != CONNECTION_OK)
@@ -278,7 +288,8 @@ static enum store_status run(struct store *st, const struct step *steps, int n, 
 #ifdef STOCK_FAULT_POINTS
     /* A COMMIT that reached the server and ran, its Sync not sent yet: the
      * moment a session can end between the COMMIT's answer and the Sync's. */
-    if (commits && sent && PQflush(st->conn) == 0)
+    if (commits && steps[0].sql != NULL && strcmp(steps[0].sql, "COMMIT") == 0 && sent &&
+        PQflush(st->conn) == 0)
         FAULT_POINT("commit_unsynced");
 #endif
     if (!sent || PQpipelineSync(st->conn) != 1) {
@@ -334,7 +345,9 @@ static enum store_status query(struct store *st, const char *name, int n, const 
                                PGresult **res)
 {
     const struct step step = {name, NULL, n, values, NULL};
-    enum store_status rc = run(st, &step, 1, res, 0);
+    /* Only the key's lookup may commit what it wrote, waiting for a standby
+     * (sql_key): its round trip is run as one that commits. */
+    enum store_status rc = run(st, &step, 1, res, strcmp(name, "key") == 0);
     if (rc == STORE_OK && PQntuples(*res) == 0) {
         PQclear(*res);
         *res = NULL;
@@ -367,9 +380,13 @@ static void notice_to_log(void *arg, const PGresult *res)
     struct store *st = arg;
     const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
     const char *message = PQresultErrorMessage(res);
-    if (severity != NULL && strcmp(severity, "WARNING") == 0)
+    int len = (int)strcspn(message, "\n");
+    if (severity != NULL && strcmp(severity, "WARNING") == 0) {
         st->warnings++;
-    log_info("postgres: %.*s", (int)strcspn(message, "\n"), message);
+        log_warn("postgres: %.*s", len, message);
+    } else {
+        log_info("postgres: %.*s", len, message);
+    }
 }
 
 static void connect_db(struct store *st)
@@ -421,7 +438,7 @@ static int usable(struct store *st)
         return 0;
     }
     if (st->demoted) {
-        log_info("postgres: the server refused a write as read-only; opening a new session");
+        set_err(st, "postgres: the server refused a write as read-only; opening a new session");
         store_close(st);
         return 0;
     }
@@ -439,6 +456,10 @@ enum store_status store_ready(struct store *st)
 {
     if (usable(st))
         return STORE_OK;
+    /* A read-only server's session is replaced, not repaired: PQreset would
+     * keep the mark of a server that may take writes again by now. */
+    if (st->demoted)
+        store_close(st);
     if (st->conn == NULL)
         connect_db(st);
     else if (PQstatus(st->conn) != CONNECTION_OK)

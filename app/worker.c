@@ -36,6 +36,10 @@ void worker_store_failed(struct worker *w, enum store_status st, struct response
     if (st == STORE_UNAVAILABLE) {
         log_warn("%s", w->store.err);
         response_problem(res, PROBLEM_SERVICE_UNAVAILABLE, NULL);
+    } else if (st == STORE_UNKNOWN) {
+        /* A replayed outcome that may not survive a failover (store_key). */
+        log_error("%s", w->store.err);
+        response_problem(res, PROBLEM_OUTCOME_UNKNOWN, NULL);
     } else {
         log_error("%s", w->store.err);
         response_problem(res, PROBLEM_INTERNAL, NULL);

@@ -131,7 +131,9 @@ enum store_status store_commit(struct store *st);
 void store_rollback(struct store *st);
 
 /* Looks up an idempotency key: STORE_OK with its request (product, amount in
- * *product, *amount) and outcome, or STORE_NOT_FOUND. */
+ * *product, *amount) and outcome, or STORE_NOT_FOUND. A recorded outcome is
+ * returned only once it is on the synchronous standby, if there is one;
+ * STORE_UNKNOWN if PostgreSQL did not confirm that. */
 enum store_status store_key(struct store *st, const char *key, int32_t *product, int32_t *amount,
                             struct outcome *out);
 

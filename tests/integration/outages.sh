@@ -319,29 +319,74 @@ stop_worker
 # (pg_cancel_backend, the usual advice) makes PostgreSQL answer the COMMIT
 # with success and a warning: "committed locally, but might not have been
 # replicated". A failover would lose it, so that is no 200 either: its
-# outcome is unknown, and the key's replay tells (here, with no failover,
-# its order). A worker of our own, with time to find and cancel the wait.
+# outcome is unknown. Its key's replay must not make a 200 of it while the
+# standby still lacks it (the replay waits for the standby too), and finds
+# its order once the standby has it (here: once none is required). A worker
+# of our own, with time to find and cancel the waits.
+no_standby() {
+    sql "ALTER SYSTEM RESET synchronous_standby_names" && sql "SELECT pg_reload_conf()" >/dev/null
+}
+trap 'no_standby; cleanup_suite' EXIT # the stack's other suites must not wait for "nobody"
+# sync_cancelled NAME KEY: buys one unit of U with KEY while PostgreSQL
+# waits for a standby named "nobody", cancels that wait, and checks the
+# answer is outcome_unknown.
+sync_cancelled() {
+    local name=$1 key=$2 waiting buyer
+    fcgi_buy "$U" "$key" >"$TMP/answer" &
+    buyer=$!
+    for ((i = 0; i < 80; i++)); do
+        waiting=$(sql "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'
+                       AND application_name = 'stock-fcgi' LIMIT 1")
+        [[ -n $waiting ]] && break
+        sleep 0.05
+    done
+    check "$name: it waits for the standby" test -n "$waiting"
+    [[ -n $waiting ]] && sql "SELECT pg_cancel_backend($waiting)" >/dev/null
+    wait "$buyer"
+    check "$name: 504 outcome_unknown, not 200" grep -q '"code":"outcome_unknown"' "$TMP/answer"
+    grep -q '"code":"outcome_unknown"' "$TMP/answer" || sed 's/^/#   /' "$TMP/answer" | tail -n 3
+}
 U=$(new_product "Unreplicated COMMIT" 10)
 STATEMENT_TIMEOUT_MS=5000 LOCK_TTL_MS=30000 start_worker
 fcgi_buy "$U" >/dev/null # the product's first sale draws its fence epoch
 sql "ALTER SYSTEM SET synchronous_standby_names = 'nobody'" && sql "SELECT pg_reload_conf()" >/dev/null
-fcgi_buy "$U" "unreplicated-$$" >"$TMP/answer" &
-buyer=$!
-for ((i = 0; i < 80; i++)); do
-    waiting=$(sql "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'")
-    [[ -n $waiting ]] && break
-    sleep 0.05
-done
-check "unreplicated COMMIT: the worker's COMMIT waits for the standby" test -n "$waiting"
-sql "SELECT pg_cancel_backend($waiting)" >/dev/null
-wait "$buyer"
-sql "ALTER SYSTEM RESET synchronous_standby_names" && sql "SELECT pg_reload_conf()" >/dev/null
-check "a COMMIT cancelled before a standby confirmed it is 504 outcome_unknown, not 200" \
-    grep -q '"code":"outcome_unknown"' "$TMP/answer"
-grep -q '"code":"outcome_unknown"' "$TMP/answer" || sed 's/^/#   /' "$TMP/answer" | tail -n 3
+sync_cancelled "a COMMIT cancelled before a standby confirmed it" "unreplicated-$$"
+check "and the worker logs PostgreSQL's warning, and why it answered so" \
+    grep -q "answered with a warning" "$TMP/w.log"
+sync_cancelled "its key's replay, the standby still lacking it" "unreplicated-$$"
+no_standby
+trap cleanup_suite EXIT
 fcgi_buy "$U" "unreplicated-$$" >"$TMP/answer"
-check "its key's replay, no failover having happened, finds its order" grep -q '^Status: 200' "$TMP/answer"
+check "its key's replay, once the standby has it, finds its order" grep -q '^Status: 200' "$TMP/answer"
 same "unreplicated COMMIT: two units sold in all" "$(sold "$U")/$(stock "$U")" "2/8"
+stop_worker
+
+# A primary made read-only under its sessions (pg_auto_failover's guard
+# while it fails over; default_transaction_read_only): a purchase is 503,
+# nothing bought, and the worker opens a new session for the next one
+# (target_session_attrs=read-write would send it to the new primary). Even
+# when that session broke in between, the next purchase on a writable
+# server is not refused for the old mark.
+read_only() {
+    sql "ALTER SYSTEM ${1:-RESET default_transaction_read_only}" && sql "SELECT pg_reload_conf()" >/dev/null
+    sleep 0.2 # the backends apply a reload when they next wait for a command
+}
+O=$(new_product "Read-only primary" 10)
+start_worker
+fcgi_buy "$O" >/dev/null
+trap 'read_only; cleanup_suite' EXIT
+read_only "SET default_transaction_read_only = on"
+fcgi_buy "$O" >"$TMP/answer"
+check "a read-only primary: 503, nothing bought" grep -q '"code":"service_unavailable"' "$TMP/answer"
+same "read-only primary: one unit sold in all" "$(sold "$O")" 1
+end_sessions
+read_only
+trap cleanup_suite EXIT
+fcgi_buy "$O" >"$TMP/answer"
+check "writable again (its session broken meanwhile): the same worker buys" \
+    grep -q '^Status: 200' "$TMP/answer"
+check "and it had opened a new session, not repaired the read-only one" \
+    test "$(grep -c '"pid":'"$WORKER"',"msg":"postgres connected' "$TMP/w.log")" -ge 2
 stop_worker
 
 finish

@@ -5,7 +5,8 @@
 static void sqlstate_transient_failures_are_unavailable(void)
 {
     static const char *const transient[] = {
-        "08006", "08001", "57014", "57P01", "57P02", "57P03", "55P03", "40001", "40P01", "53300",
+        "08006", "08001", "57014", "57P01", "57P02", "57P03",
+        "55P03", "40001", "40P01", "53300", "25006",
     };
     for (size_t i = 0; i < sizeof transient / sizeof transient[0]; i++)
         CHECK_CASE(store_classify_sqlstate(transient[i]) == STORE_UNAVAILABLE, transient[i]);
