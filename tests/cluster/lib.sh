@@ -26,11 +26,22 @@ on() { # HOST COMMAND...: runs it on that host
 }
 
 # teardown PREFIX: every process in the namespaces named PREFIX-*, by PID,
-# then the namespaces.
+# until none is left (a supervisor such as pg_autoctl may start one as the
+# others die), then the namespaces.
 teardown() {
-    local ns pid
+    local ns pid pass left
+    for ((pass = 0; pass < 10; pass++)); do
+        left=0
+        for ns in $(ip netns list | awk -v p="$1-" 'index($1, p) == 1 {print $1}'); do
+            for pid in $(ip netns pids "$ns" 2>/dev/null); do
+                kill -KILL "$pid" 2>/dev/null
+                left=1
+            done
+        done
+        ((left)) || break
+        sleep 0.1
+    done
     for ns in $(ip netns list | awk -v p="$1-" 'index($1, p) == 1 {print $1}'); do
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
         ip netns del "$ns" 2>/dev/null
     done
 }
