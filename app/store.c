@@ -131,7 +131,7 @@ enum store_status store_classify_sqlstate(const char *sqlstate)
         "55P03", /* lock_not_available: lock_timeout */
         "40001", /* serialization_failure */
         "40P01", /* deadlock_detected */
-        "25006", /* read_only_sql_transaction: a primary demoted under us */
+        "25006", /* read_only_sql_transaction: a primary made read-only */
     };
     if (sqlstate == NULL)
         return STORE_UNAVAILABLE;
