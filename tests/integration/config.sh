@@ -80,12 +80,15 @@ check "render.sh refuses to leave a placeholder unfilled" test $? != 0
 
 # Without the test stack's PORT, which compose would substitute.
 compose() {
-    (cd "$ROOT" && env -u PORT -u WORKERS -u OVERFLOW_WORKERS -u PER_PRODUCT -u RATE_LIMIT -u METRICS_ALLOW -u LOCK_WAIT_MS docker-compose "$@")
+    (cd "$ROOT" && env -u PORT -u WORKERS -u OVERFLOW_WORKERS -u PER_PRODUCT -u RATE_LIMIT -u METRICS_ALLOW -u LOCK_WAIT_MS \
+        -u HA_PORT -u AUTOCTL_NODE_PASSWORD -u REPLICATOR_PASSWORD -u STOCK_PASSWORD docker-compose "$@")
 }
 out=$(compose config -q 2>&1)
 same "docker-compose config accepts docker-compose.yml ($out)" "$?" 0
-same "docker-compose publishes one port, nginx's, on loopback only" \
-    "$(compose config | grep -E '^ +- .*:[0-9]+/tcp$' | tr -d ' ')" "-127.0.0.1:3000:3000/tcp"
+# (`config` renders every service, the ha profile's too.)
+same "docker-compose publishes two ports, nginx's and nginx-ha's, on loopback only" \
+    "$(compose config | grep -E '^ +- .*:[0-9]+/tcp$' | tr -d ' ' | tr '\n' ' ')" \
+    "-127.0.0.1:3000:3000/tcp -127.0.0.1:3001:3000/tcp "
 # The optional Prometheus service, uncommented, is a valid compose file too.
 sed -e 's/^  #\([^ ]\)/  \1/' -e 's/^  #  /    /' "$ROOT/docker-compose.yml" >"$TMP/compose.yml"
 out=$(compose --project-directory "$ROOT" -f "$TMP/compose.yml" config 2>&1)
@@ -94,6 +97,76 @@ grep -q '^  prometheus:' <<<"$out" && grep -q '"nginx:3000"' <<<"$out"
 found=$?
 check "with the Prometheus service uncommented it is valid, and scrapes nginx ($rc)" \
     test "$rc$found" = 00
+
+# The ha profile (docker-compose.yml): valid, started by nothing but
+# --profile ha, and with the settings of its topology, as docker-compose
+# renders them. Nothing here runs it (no Docker engine on the test machines).
+out=$(compose --profile ha config -q 2>&1)
+same "docker-compose --profile ha config accepts the ha profile ($out)" "$?" 0
+ha=$(compose --profile ha config 2>/dev/null)
+# block SERVICE: that service in the rendered configuration, its scripts
+# (which YAML renders as quoted strings, folded over lines that end in "\",
+# with \" and \\ for " and \) joined and unquoted enough to be searched.
+block() {
+    awk -v s="  $1:" '$0 == s { p = 1; next } /^[^ ]|^  [^ ]/ { p = 0 } p' <<<"$ha" |
+        sed -z -e 's/\\\n *\\ / /g' -e 's/\\\n *//g' -e 's/\\\(["\\]\)/\1/g'
+}
+# has SERVICE WHAT STRING...: the service's rendered configuration has every
+# string.
+has() {
+    local service=$1 what=$2 b want missing=()
+    shift 2
+    b=$(block "$service")
+    for want in "$@"; do [[ $b == *"$want"* ]] || missing+=("$want"); done
+    if ((${#missing[@]} == 0)); then
+        ok "ha: $service: $what"
+    else
+        not_ok "ha: $service: $what" "missing:" "${missing[@]}"
+    fi
+}
+HA_SERVICES="monitor pg1 pg2 redis1 redis2 sentinel1 sentinel2 sentinel3 app-ha overflow-ha nginx-ha"
+in_ha=$(for s in $(compose config --services); do
+    [[ $(block "$s") == *$'\n    profiles:\n    - ha\n'* ]] && echo "$s"
+done | sort | tr '\n' ' ')
+same "profile ha has the ha services and no other (a plain up starts the demo's alone)" \
+    "$in_ha" "$(printf '%s\n' $HA_SERVICES | sort | tr '\n' ' ')"
+has monitor "pg_autoctl create monitor (scram-sha-256, TLS), then pg_autoctl run" \
+    'target: pgautofailover' 'pg_autoctl create monitor --pgdata' '--pgport 5432 --hostname monitor' \
+    '--auth scram-sha-256 --ssl-self-signed' "ALTER ROLE autoctl_node PASSWORD" 'exec pg_autoctl run'
+for n in pg1 pg2; do
+    has "$n" "pg_autoctl create postgres (scram-sha-256, TLS, the monitor, the database), then pg_autoctl run" \
+        'target: pgautofailover' "NODE: $n" 'pg_autoctl create postgres --pgdata' \
+        '--pgport 5432 --hostname "$$NODE"' '--name "$$NODE" --auth scram-sha-256 --ssl-self-signed' \
+        '--dbname redisdistributedlock' \
+        '--monitor "postgres://autoctl_node@monitor:5432/pg_auto_failover?sslmode=require"' \
+        '*:*:*:pgautofailover_replicator:' 'ALTER ROLE pgautofailover_replicator PASSWORD' \
+        'stock-api/sql/schema.sql' 'stock-api/sql/seed.sql' 'exec pg_autoctl run' \
+        "- $n-data:/var/lib/postgresql:rw"
+done
+has redis2 "a replica of redis1" $'- --replicaof\n    - redis1\n'
+for s in sentinel1 sentinel2 sentinel3; do
+    has "$s" "a sentinel watching redis1 as stock, quorum 2" \
+        'sentinel monitor stock redis1 6379 2' 'redis-server /data/sentinel.conf --sentinel'
+done
+for s in app-ha overflow-ha; do
+    has "$s" "both PostgreSQL nodes (read-write), the three sentinels" \
+        'DATABASE_URL: postgresql://stock:demo-stock@pg1:5432,pg2:5432/redisdistributedlock?target_session_attrs=read-write' \
+        'REDIS_SENTINELS: sentinel1:26379,sentinel2:26379,sentinel3:26379' 'REDIS_MASTER_NAME: stock' \
+        '- fcgi-socket-ha:/run/stock:rw'
+done
+has nginx-ha "the ha responders' sockets, on port 3001" '- fcgi-socket-ha:/run/stock:rw' \
+    '- 127.0.0.1:3001:3000/tcp'
+
+# The example unit for pg_autoctl (README, High availability), as systemd
+# reads it: keys, values, the executable.
+if command -v systemd-analyze >/dev/null; then
+    out=$(systemd-analyze verify "$ROOT/nginx/pgautofailover.service" 2>&1)
+    rc=$?
+    check "systemd-analyze verify accepts nginx/pgautofailover.service (rc $rc) $out" \
+        test "$rc" = 0 -a -z "$out"
+else
+    ok "systemd-analyze verify nginx/pgautofailover.service # SKIP systemd-analyze is not installed"
+fi
 
 check "the release build has no fault points" eval "! nm '$ROOT/build/stock-fcgi' | grep fault_point >/dev/null"
 check "the test build has them" eval "nm '$STOCK_BIN' | grep fault_point >/dev/null"

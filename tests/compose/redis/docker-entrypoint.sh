@@ -7,8 +7,16 @@ if [ "${1:-}" = redis-server ]; then
     shift
     # The official image builds redis with protected mode off; Debian's
     # redis-server has it on, which refuses every client but loopback when
-    # there is no password. Options given later still win.
-    set -- redis-server --protected-mode no "$@"
+    # there is no password. Options given later still win; a configuration
+    # file (the ha profile's sentinels) stays the first argument.
+    case ${1:-} in
+    -* | '') set -- redis-server --protected-mode no "$@" ;;
+    *)
+        conf=$1
+        shift
+        set -- redis-server "$conf" --protected-mode no "$@"
+        ;;
+    esac
     if [ "$(id -u)" = 0 ]; then
         find . \! -user redis -exec chown redis '{}' +
         umask 0077
