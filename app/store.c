@@ -340,14 +340,13 @@ static enum store_status run(struct store *st, const struct step *steps, int n, 
 }
 
 /* One prepared statement that returns rows: STORE_OK with *res (the caller
- * clears it), or STORE_NOT_FOUND when there are none. */
+ * clears it), or STORE_NOT_FOUND when there are none. commits as run()'s:
+ * whether the statement's own COMMIT may make a sale someone relies on. */
 static enum store_status query(struct store *st, const char *name, int n, const char *const *values,
-                               PGresult **res)
+                               PGresult **res, int commits)
 {
     const struct step step = {name, NULL, n, values, NULL};
-    /* Only the key's lookup may commit what it wrote, waiting for a standby
-     * (sql_key): its round trip is run as one that commits. */
-    enum store_status rc = run(st, &step, 1, res, strcmp(name, "key") == 0);
+    enum store_status rc = run(st, &step, 1, res, commits);
     if (rc == STORE_OK && PQntuples(*res) == 0) {
         PQclear(*res);
         *res = NULL;
@@ -564,7 +563,7 @@ static enum store_status refused(struct store *st, const struct purchase *p, con
 {
     const char *const values[] = {id};
     PGresult *res;
-    enum store_status rc = query(st, "stock", 1, values, &res);
+    enum store_status rc = query(st, "stock", 1, values, &res, 0);
     if (rc == STORE_NOT_FOUND) {
         out->status = 404;
     } else if (rc == STORE_OK) {
@@ -662,7 +661,7 @@ enum store_status store_new_epoch(struct store *st, int32_t product, int64_t *fe
     PGresult *res;
     if (!usable(st))
         return STORE_UNAVAILABLE;
-    enum store_status rc = query(st, "new_epoch", 1, values, &res);
+    enum store_status rc = query(st, "new_epoch", 1, values, &res, 0);
     if (rc == STORE_OK) {
         *fence = get_int(res, 0);
         PQclear(res);
@@ -680,7 +679,9 @@ enum store_status store_key(struct store *st, const char *key, int32_t *product,
     if (rc != STORE_OK)
         return rc;
     memset(out, 0, sizeof *out);
-    if ((rc = query(st, "key", 1, values, &res)) != STORE_OK)
+    /* Its own COMMIT may wait for the standby (sql_key), and a warning there
+     * leaves the outcome unknown: a round trip that commits. */
+    if ((rc = query(st, "key", 1, values, &res, 1)) != STORE_OK)
         return rc;
     *product = (int32_t)get_int(res, 0);
     *amount = (int32_t)get_int(res, 1);
@@ -701,7 +702,7 @@ enum store_status store_product(struct store *st, int32_t id, struct product *ou
     const char *const values[] = {text};
     PGresult *res;
     enum store_status rc = store_ready(st);
-    if (rc != STORE_OK || (rc = query(st, "product", 1, values, &res)) != STORE_OK)
+    if (rc != STORE_OK || (rc = query(st, "product", 1, values, &res, 0)) != STORE_OK)
         return rc;
     out->id = (int32_t)get_int(res, 0);
     out->amount = get_int(res, 2);
@@ -721,7 +722,7 @@ enum store_status store_ping(struct store *st)
 {
     PGresult *res;
     enum store_status rc = store_ready(st);
-    if (rc == STORE_OK && (rc = query(st, "ping", 0, NULL, &res)) == STORE_OK)
+    if (rc == STORE_OK && (rc = query(st, "ping", 0, NULL, &res, 0)) == STORE_OK)
         PQclear(res);
     return rc;
 }
