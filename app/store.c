@@ -74,7 +74,9 @@ static const char sql_key[] =
 
 static const char sql_product[] = "SELECT id, name, amount FROM products WHERE id = $1";
 
-static const char sql_ping[] = "SELECT 1";
+/* A health check asks what a purchase needs: a server that takes writes. A
+ * primary made read-only (a failover under way) answers, but sells nothing. */
+static const char sql_ping[] = "SELECT current_setting('transaction_read_only')";
 
 #define MAX_PARAMS 5
 
@@ -722,7 +724,12 @@ enum store_status store_ping(struct store *st)
 {
     PGresult *res;
     enum store_status rc = store_ready(st);
-    if (rc == STORE_OK && (rc = query(st, "ping", 0, NULL, &res, 0)) == STORE_OK)
+    if (rc == STORE_OK && (rc = query(st, "ping", 0, NULL, &res, 0)) == STORE_OK) {
+        if (strcmp(PQgetvalue(res, 0, 0), "off") != 0) {
+            set_err(st, "postgres: the server is read-only (a failover under way?)");
+            rc = STORE_UNAVAILABLE;
+        }
         PQclear(res);
+    }
     return rc;
 }

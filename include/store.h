@@ -140,7 +140,8 @@ enum store_status store_key(struct store *st, const char *key, int32_t *product,
 /* Reads one product. On STORE_OK the caller frees out->name. */
 enum store_status store_product(struct store *st, int32_t id, struct product *out);
 
-/* One round trip to check that PostgreSQL answers. */
+/* One round trip to check that PostgreSQL answers and takes writes:
+ * STORE_UNAVAILABLE for a read-only server too. */
 enum store_status store_ping(struct store *st);
 
 /* Maps a SQLSTATE to the status the client should see: connection loss,

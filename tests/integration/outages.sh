@@ -378,6 +378,9 @@ trap 'read_only; cleanup_suite' EXIT
 read_only "SET default_transaction_read_only = on"
 fcgi_buy "$O" >"$TMP/answer"
 check "a read-only primary: 503, nothing bought" grep -q '"code":"service_unavailable"' "$TMP/answer"
+http GET /healthz
+expect "a read-only primary: /healthz answers 503" 503 service_unavailable
+check "and names postgres as down" jq -e '.postgres == "down" and .redis == "ok"' <<<"$BODY"
 same "read-only primary: one unit sold in all" "$(sold "$O")" 1
 end_sessions
 read_only
@@ -385,6 +388,8 @@ trap cleanup_suite EXIT
 fcgi_buy "$O" >"$TMP/answer"
 check "writable again (its session broken meanwhile): the same worker buys" \
     grep -q '^Status: 200' "$TMP/answer"
+http GET /healthz
+expect "writable again: /healthz answers 200" 200
 check "and it had opened a new session, not repaired the read-only one" \
     test "$(grep -c '"pid":'"$WORKER"',"msg":"postgres connected' "$TMP/w.log")" -ge 2
 stop_worker
