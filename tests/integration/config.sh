@@ -159,14 +159,7 @@ has nginx-ha "the ha responders' sockets, on port 3001" '- fcgi-socket-ha:/run/s
 
 # The example unit for pg_autoctl (README, High availability), as systemd
 # reads it: keys, values, the executable.
-if command -v systemd-analyze >/dev/null; then
-    out=$(systemd-analyze verify "$ROOT/nginx/pgautofailover.service" 2>&1)
-    rc=$?
-    check "systemd-analyze verify accepts nginx/pgautofailover.service (rc $rc) $out" \
-        test "$rc" = 0 -a -z "$out"
-else
-    ok "systemd-analyze verify nginx/pgautofailover.service # SKIP systemd-analyze is not installed"
-fi
+verify_unit nginx/pgautofailover.service "$ROOT/nginx/pgautofailover.service"
 
 check "the release build has no fault points" eval "! nm '$ROOT/build/stock-fcgi' | grep fault_point >/dev/null"
 check "the test build has them" eval "nm '$STOCK_BIN' | grep fault_point >/dev/null"

@@ -30,14 +30,7 @@ for key in Restart=on-failure NoNewPrivileges=yes ProtectSystem=strict ProtectHo
 done
 
 # systemd's own check: unknown keys, bad values, missing executables.
-if command -v systemd-analyze >/dev/null; then
-    out=$(systemd-analyze verify "$P/lib/systemd/system/stock-api@app.service" 2>&1)
-    rc=$?
-    check "systemd-analyze verify accepts stock-api@app.service (rc $rc) $out" \
-        test "$rc" = 0 -a -z "$out"
-else
-    ok "systemd-analyze verify # SKIP systemd-analyze is not installed"
-fi
+verify_unit stock-api@app.service "$P/lib/systemd/system/stock-api@app.service"
 
 # The installed templates render a configuration nginx accepts.
 "$P/share/stock-api/nginx/render.sh" "$TMP/nginx" LISTEN=127.0.0.1:8080 \

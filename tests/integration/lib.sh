@@ -29,6 +29,19 @@ check() {
     if "$@" >/dev/null; then ok "$name"; else not_ok "$name" "failed: $*"; fi
 }
 
+# verify_unit NAME FILE: systemd's own check of a unit file (unknown keys,
+# bad values, missing executables); skipped where systemd-analyze is not.
+verify_unit() {
+    local out rc
+    if ! command -v systemd-analyze >/dev/null; then
+        ok "systemd-analyze verify $1 # SKIP systemd-analyze is not installed"
+        return
+    fi
+    out=$(systemd-analyze verify "$2" 2>&1)
+    rc=$?
+    check "systemd-analyze verify accepts $1 (rc $rc) $out" test "$rc" = 0 -a -z "$out"
+}
+
 # same NAME GOT WANT
 same() {
     if [[ $2 == "$3" ]]; then ok "$1"; else not_ok "$1" "got '$2', want '$3'"; fi
