@@ -6,7 +6,9 @@
 
 #include <libpq-fe.h>
 
+#include "combine.h"
 #include "config.h"
+#include "lock.h"
 #include "decimal.h"
 
 #define DEFAULT_DATABASE_URL "postgresql://127.0.0.1:5433/redisdistributedlock"
@@ -23,6 +25,7 @@ static const struct int_setting int_settings[] = {
     {"LOCK_WAIT_MS", 1000, 0, 60000, offsetof(struct config, lock_wait_ms)},
     {"STATEMENT_TIMEOUT_MS", 500, 10, 60000, offsetof(struct config, statement_timeout_ms)},
     {"REDIS_TIMEOUT_MS", 250, 10, 10000, offsetof(struct config, redis_timeout_ms)},
+    {"COMBINE_MAX", COMBINE_MAX_DEFAULT, 0, LOCK_BATCH_MAX, offsetof(struct config, combine_max)},
 };
 
 static int fail(char *err, size_t errlen, const char *msg)

@@ -16,23 +16,50 @@
 #include "lock.h"
 #include "log.h"
 
-/* The three scripts. Each takes KEYS = {lock, fence, wake, stock} and
- * ARGV = {token, x, y, z}, runs atomically, in one round trip, and answers
- * {status, value}. The Lua is kept as written, one statement a line, not as
- * clang-format would fold it. */
+/* The three scripts. Each takes KEYS = {lock, fence, wake, stock, queue}
+ * and ARGV = {token, ttl, ...}, runs atomically, in one round trip, and
+ * answers {status, value, strings...}. A queued buyer's reply list and
+ * taken mark are named from its token (reply:{token}, taken:{token}); an
+ * entry and an answer begin with the token. The Lua is kept as written, one
+ * statement a line, not as clang-format would fold it. */
 /* clang-format off */
 static const char *const script_source[SCRIPT_COUNT] = {
-    /* Acquire (x = ttl, y = amount wanted, 0 for "do not short-circuit",
-     * z = 1 if the caller was woken by a token): if a recent purchase saw
-     * less stock than wanted, answer {2, stock} without the lock, and pass
-     * on the token that woke the caller, if the lock is free: the caller
-     * will release nothing that wakes the next waiter. Else take the lock if it is free and, in
-     * the same step, draw the next fence and keep the counter FENCE_TTL_MS
-     * more: {1, fence}. Else {0, ms the holder has left}, the longest a wait
-     * for its release can take. */
+    /* Acquire. ARGV = {token, ttl, want (0: do not short-cut), woken (1 if
+     * a wake-up token woke the caller), entry, mode, batch max, keep}.
+     * mode: 'n' do not queue; 'q' queue at the back if busy; 'f' queue at
+     * the front (after a hand-off, or a batch that failed); 'w' queued,
+     * checking; 'l' queued, leaving at the deadline.
+     *   {1, fence, entries...}  the lock, with up to max queued entries;
+     *   {2, stock}  a recent purchase saw less stock than wanted (and the
+     *               token that woke the caller is passed on if the lock is
+     *               free: the caller releases nothing that would);
+     *   {3, 0, answer}  an answer was waiting in our reply list;
+     *   {4, pttl}  our entry was taken by the current holder: wait;
+     *   {5, 0}     taken by a holder that is gone, without an answer;
+     *   {6, 0}     left the queue: nothing bought;
+     *   {0, pttl}  busy (queued, if asked): wait at most pttl. */
     [SCRIPT_ACQUIRE] =
+        "local token, mode, q = ARGV[1], ARGV[6], KEYS[5] "
+        "local reply, taken = 'reply:' .. token, 'taken:' .. token "
+        "local function orphan() "
+        "  local by = redis.call('GET', taken) "
+        "  if by and by == redis.call('GET', KEYS[1]) then "
+        "    return {4, redis.call('PTTL', KEYS[1])} "
+        "  end "
+        "  redis.call('DEL', taken) "
+        "  return {5, 0} "
+        "end "
+        "if mode == 'w' or mode == 'l' then "
+        "  local a = redis.call('LPOP', reply) "
+        "  if a then return {3, 0, a} end "
+        "  if mode == 'l' then "
+        "    if redis.call('LREM', q, 1, ARGV[5]) == 1 then return {6, 0} end "
+        "    return orphan() "
+        "  end "
+        "  if not redis.call('LPOS', q, ARGV[5]) then return orphan() end "
+        "end "
         "local want = tonumber(ARGV[3]) "
-        "if want > 0 then "
+        "if want > 0 and mode ~= 'w' then "
         "  local seen = redis.call('GET', KEYS[4]) "
         "  if seen and tonumber(seen) < want then "
         "    if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then "
@@ -43,32 +70,59 @@ static const char *const script_source[SCRIPT_COUNT] = {
         "    return {2, tonumber(seen)} "
         "  end "
         "end "
-        "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
-        "  local fence = redis.call('INCR', KEYS[2]) "
+        "if redis.call('SET', KEYS[1], token, 'NX', 'PX', ARGV[2]) then "
+        "  local out = {1, redis.call('INCR', KEYS[2])} "
         "  redis.call('PEXPIRE', KEYS[2], " FENCE_TTL_MS_TEXT ") "
-        "  return {1, fence} "
+        "  if mode == 'w' then redis.call('LREM', q, 1, ARGV[5]) end "
+        "  local max = tonumber(ARGV[7]) "
+        "  if max > 0 then "
+        "    for _, e in ipairs(redis.call('LPOP', q, max) or {}) do "
+        "      redis.call('SET', 'taken:' .. string.sub(e, 1, 32), token, 'PX', ARGV[2]) "
+        "      out[#out + 1] = e "
+        "    end "
+        "  end "
+        "  return out "
         "end "
+        "if mode == 'q' then redis.call('RPUSH', q, ARGV[5]) end "
+        "if mode == 'f' then redis.call('LPUSH', q, ARGV[5]) end "
+        "if mode == 'q' or mode == 'f' then redis.call('PEXPIRE', q, ARGV[8]) end "
         "return {0, redis.call('PTTL', KEYS[1])}",
-    /* Release (x = ttl, y = stock seen, -1 for none, -2 for no such
-     * product): delete the lock only if it still holds our token (a plain
-     * DEL would free a lock that expired while we were slow and now belongs
-     * to someone else); then leave one wake-up token for the next waiter,
-     * and the stock seen. A product that does not exist keeps no counter:
-     * ids are the client's to choose. */
+    /* Release. ARGV = {token, ttl, stock seen (-1 for none, -2 for no such
+     * product), keep, answers...}. First the answers, each "token:text" into
+     * its buyer's reply list, whoever holds the lock now: they are true
+     * either way. Then delete the lock only if it still holds our token (a
+     * plain DEL would free a lock that expired while we were slow and now
+     * belongs to someone else); hand it to the oldest queued buyer, or else
+     * leave one wake-up token for the next waiter; and leave the stock seen.
+     * A product that does not exist keeps no counter: ids are the client's
+     * to choose. */
     [SCRIPT_RELEASE] =
+        "for i = 5, #ARGV do "
+        "  local t = string.sub(ARGV[i], 1, 32) "
+        "  redis.call('RPUSH', 'reply:' .. t, string.sub(ARGV[i], 34)) "
+        "  redis.call('PEXPIRE', 'reply:' .. t, ARGV[4]) "
+        "  redis.call('DEL', 'taken:' .. t) "
+        "end "
         "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, 0} end "
         "redis.call('DEL', KEYS[1], KEYS[3]) "
-        "redis.call('LPUSH', KEYS[3], 1) "
-        "redis.call('PEXPIRE', KEYS[3], ARGV[2]) "
+        "local head = redis.call('LPOP', KEYS[5]) "
+        "if head then "
+        "  local r = 'reply:' .. string.sub(head, 1, 32) "
+        "  redis.call('RPUSH', r, 'go') "
+        "  redis.call('PEXPIRE', r, ARGV[4]) "
+        "else "
+        "  redis.call('LPUSH', KEYS[3], 1) "
+        "  redis.call('PEXPIRE', KEYS[3], ARGV[2]) "
+        "end "
         "if tonumber(ARGV[3]) >= 0 then "
         "  redis.call('SET', KEYS[4], ARGV[3], 'PX', " STOCK_HINT_MS_TEXT ") "
         "elseif ARGV[3] == '-2' then "
         "  redis.call('DEL', KEYS[2]) "
         "end "
         "return {1, 0}",
-    /* Refence (x = PostgreSQL's new fence epoch): while we still hold the
-     * lock, raise the counter to the epoch and draw a new fence: {1, fence};
-     * {0, 0} if the lock is no longer ours. */
+    /* Refence. ARGV = {token, floor}: while we still hold the lock, raise
+     * the counter to PostgreSQL's new fence epoch and draw a new fence:
+     * {1, fence}; {0, 0} if the lock is no longer ours. */
     [SCRIPT_REFENCE] =
         "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, 0} end "
         "if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[2]) then "
@@ -156,14 +210,13 @@ static void reply_err(struct lock_client *lc, const char *what, const redisReply
     set_err(lc, "redis %s: %s", what, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
 }
 
-/* Runs a command; on a connection error records why and drops the context,
- * which hiredis says cannot be used again. A reply of type ERROR is returned
- * as is (the connection is still fine), except READONLY: the server is a
- * replica now, and the connection is dropped as if lost. */
-static redisReply *vcommand(struct lock_client *lc, const char *fmt, va_list ap)
+/* A command's reply, checked: on a connection error (r NULL) records why
+ * and drops the context, which hiredis says cannot be used again. A reply of
+ * type ERROR is returned as is (the connection is still fine), except
+ * READONLY: the server is a replica now, and the connection is dropped as if
+ * lost. */
+static redisReply *checked(struct lock_client *lc, redisReply *r)
 {
-    lc->sent_ms = clock_ms();
-    redisReply *r = redisvCommand(lc->redis, fmt, ap);
     if (r == NULL) {
         set_err(lc, "redis: %s", lc->redis->errstr[0] ? lc->redis->errstr : "connection lost");
         drop(lc);
@@ -176,6 +229,12 @@ static redisReply *vcommand(struct lock_client *lc, const char *fmt, va_list ap)
         return NULL;
     }
     return r;
+}
+
+static redisReply *vcommand(struct lock_client *lc, const char *fmt, va_list ap)
+{
+    lc->sent_ms = clock_ms();
+    return checked(lc, redisvCommand(lc->redis, fmt, ap));
 }
 
 static redisReply *command(struct lock_client *lc, const char *fmt, ...)
@@ -391,38 +450,58 @@ void lock_client_close(struct lock_client *lc)
     }
 }
 
-/* Runs script s on lk's keys with ARGV = {token, x, y, z}. NULL after a
+/* The most ARGV a script takes: the release's four and its answers. */
+#define SCRIPT_ARGV_MAX (4 + LOCK_BATCH_MAX)
+
+/* Runs script s on lk's keys with ARGV = {lk->token, args...}. NULL after a
  * connection error (the context is gone). */
 static redisReply *eval(struct lock_client *lc, enum lock_script s, const struct lock *lk,
-                        int64_t x, int64_t y, int z)
+                        const char *const *args, int nargs)
 {
-    redisReply *r =
-        command(lc, "EVALSHA %s 4 %s %s %s %s %s %lld %lld %d", lc->sha[s], lk->key, lk->fence_key,
-                lk->wake_key, lk->stock_key, lk->token, (long long)x, (long long)y, z);
+    const char *argv[8 + SCRIPT_ARGV_MAX] = {"EVALSHA",     lc->sha[s],    "5",
+                                             lk->key,       lk->fence_key, lk->wake_key,
+                                             lk->stock_key, lk->queue_key, lk->token};
+    int argc = 9;
+    for (int i = 0; i < nargs && i < SCRIPT_ARGV_MAX - 1; i++)
+        argv[argc++] = args[i];
+    lc->sent_ms = clock_ms();
+    redisReply *r = checked(lc, redisCommandArgv(lc->redis, argc, argv, NULL));
     /* The script cache is empty after a Redis restart or SCRIPT FLUSH:
      * EVAL runs the script and caches it again. */
     if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
         freeReplyObject(r);
-        r = command(lc, "EVAL %s 4 %s %s %s %s %s %lld %lld %d", script_source[s], lk->key,
-                    lk->fence_key, lk->wake_key, lk->stock_key, lk->token, (long long)x,
-                    (long long)y, z);
+        argv[0] = "EVAL";
+        argv[1] = script_source[s];
+        r = checked(lc, redisCommandArgv(lc->redis, argc, argv, NULL));
     }
     return r;
 }
 
-/* Runs a script and reads its {status, value}: the status (>= 0), or -1
+/* A script's answer: {status, value, strings...}. */
+struct script_reply {
+    int64_t value;
+    char (*strings)[LOCK_ENTRY_MAX]; /* room for cap strings, or NULL */
+    int cap, n;
+};
+
+/* Runs a script and reads its answer into *out: the status (>= 0), or -1
  * when Redis failed. */
-static int run_script(struct lock_client *lc, enum lock_script s, const struct lock *lk, int64_t x,
-                      int64_t y, int z, int64_t *value, const char *what)
+static int run_script(struct lock_client *lc, enum lock_script s, const struct lock *lk,
+                      const char *const *args, int nargs, struct script_reply *out,
+                      const char *what)
 {
-    redisReply *r = eval(lc, s, lk, x, y, z);
+    redisReply *r = eval(lc, s, lk, args, nargs);
     if (r == NULL)
         return -1;
     int status = -1;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+    out->n = 0;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
         r->element[0]->type == REDIS_REPLY_INTEGER && r->element[1]->type == REDIS_REPLY_INTEGER) {
         status = (int)r->element[0]->integer;
-        *value = r->element[1]->integer;
+        out->value = r->element[1]->integer;
+        for (size_t i = 2; i < r->elements && out->n < out->cap; i++)
+            if (r->element[i]->type == REDIS_REPLY_STRING)
+                snprintf(out->strings[out->n++], LOCK_ENTRY_MAX, "%s", r->element[i]->str);
     } else {
         reply_err(lc, what, r);
     }
@@ -430,11 +509,27 @@ static int run_script(struct lock_client *lc, enum lock_script s, const struct l
     return status;
 }
 
-static int run_release(struct lock_client *lc, const struct lock *lk, int64_t stock_seen)
+/* How long a queued buyer's reply list and the queue itself outlive their
+ * last use: a buyer waits LOCK_WAIT_MS, then for as long as a holder that
+ * took its purchase may hold the lock. */
+static int64_t keep_ms(const struct lock_client *lc)
 {
-    int64_t unused;
-    return run_script(lc, SCRIPT_RELEASE, lk, lc->cfg->lock_ttl_ms, stock_seen, 0, &unused,
-                      "release");
+    return lc->cfg->lock_wait_ms + 2 * (int64_t)lc->cfg->lock_ttl_ms;
+}
+
+static int run_release(struct lock_client *lc, const struct lock *lk, int64_t stock_seen,
+                       const char (*answers)[LOCK_ANSWER_MAX], int n)
+{
+    char ttl[16], seen[24], keep[24];
+    const char *args[SCRIPT_ARGV_MAX] = {ttl, seen, keep};
+    struct script_reply out = {0};
+    snprintf(ttl, sizeof ttl, "%d", lc->cfg->lock_ttl_ms);
+    snprintf(seen, sizeof seen, "%lld", (long long)stock_seen);
+    snprintf(keep, sizeof keep, "%lld", (long long)keep_ms(lc));
+    for (int i = 0; i < n && i < LOCK_BATCH_MAX; i++)
+        args[3 + i] = answers[i];
+    return run_script(lc, SCRIPT_RELEASE, lk, args, 3 + (n < LOCK_BATCH_MAX ? n : LOCK_BATCH_MAX),
+                      &out, "release");
 }
 
 /* Redis and this host may not agree on the length of a millisecond: the
@@ -478,7 +573,7 @@ static int release_left_over(struct lock_client *lc)
         u->key[0] = '\0';
         return 0;
     }
-    switch (run_release(lc, u, LOCK_STOCK_NONE)) {
+    switch (run_release(lc, u, LOCK_STOCK_NONE, NULL, 0)) {
     case 1:
         /* A command is delivered once: this one cannot come back. */
         log_info("released %s, left over from a failed command", u->key);
@@ -547,14 +642,16 @@ static void give_back_now(struct lock_client *lc)
  * by default) late: the socket timeout allows for that on top. */
 #define BLPOP_LATE_MS 200
 
-/* Waits up to ms for the holder's release to leave a wake-up token, on a
- * blocking BLPOP: a waiter costs Redis one command per release, instead of
- * one per poll, and learns of the release in one round trip. Whether a
- * token came or the wait ran out, the caller simply tries again. Redis
- * serves blocked clients first come, first served, so waiters are woken in
- * the order they started waiting (a newcomer may still take a just-released
- * lock first). 1 if a token came, 0 if none did, -1 when Redis failed. */
-static int wait_release(struct lock_client *lc, const struct lock *lk, int64_t ms)
+/* Waits up to ms for an item in list key, on a blocking BLPOP: the
+ * holder's release leaves one there (a wake-up token, or a queued buyer's
+ * answer), so a waiter costs Redis one command per release, instead of one
+ * per poll, and learns of the release in one round trip. Whether an item
+ * came or the wait ran out, the caller decides what next. Redis serves
+ * blocked clients first come, first served, so waiters are woken in the
+ * order they started waiting (a newcomer may still take a just-released
+ * lock first). 1 if an item came (copied into item, if not NULL), 0 if none
+ * did, -1 when Redis failed. */
+static int wait_item(struct lock_client *lc, const char *key, int64_t ms, char *item, size_t cap)
 {
     int64_t limit_ms = ms + lc->cfg->redis_timeout_ms + BLPOP_LATE_MS;
     struct timeval wait = {limit_ms / 1000, (limit_ms % 1000) * 1000};
@@ -570,11 +667,16 @@ static int wait_release(struct lock_client *lc, const struct lock *lk, int64_t m
         drop(lc);
         return -1;
     }
-    redisReply *r = command(lc, "BLPOP %s %s", lk->wake_key, secs);
+    redisReply *r = command(lc, "BLPOP %s %s", key, secs);
     if (r == NULL)
         return -1;
     int rc = r->type == REDIS_REPLY_ARRAY;
-    if (r->type != REDIS_REPLY_ARRAY && r->type != REDIS_REPLY_NIL) {
+    if (rc && (r->elements != 2 || r->element[1]->type != REDIS_REPLY_STRING)) {
+        reply_err(lc, "BLPOP", r);
+        rc = -1;
+    } else if (rc && item != NULL) {
+        snprintf(item, cap, "%s", r->element[1]->str);
+    } else if (!rc && r->type != REDIS_REPLY_NIL) {
         reply_err(lc, "BLPOP", r);
         rc = -1;
     }
@@ -587,14 +689,72 @@ static int wait_release(struct lock_client *lc, const struct lock *lk, int64_t m
     return rc;
 }
 
+/* One acquire attempt's arguments, kept across the attempts of one call. */
+struct attempt {
+    char ttl[16], want[16], woken[2], mode[2], max[8], keep[24];
+    char entry[LOCK_ENTRY_MAX];
+    char reply_key[48];
+};
+
+static void attempt_init(struct attempt *a, const struct lock_client *lc, int32_t want,
+                         const struct lock_queue *q, const struct lock *lk)
+{
+    snprintf(a->ttl, sizeof a->ttl, "%d", lc->cfg->lock_ttl_ms);
+    snprintf(a->want, sizeof a->want, "%" PRId32, want);
+    snprintf(a->keep, sizeof a->keep, "%lld", (long long)keep_ms(lc));
+    snprintf(a->max, sizeof a->max, "%d", q != NULL && q->payload != NULL ? q->batch_max : 0);
+    snprintf(a->entry, sizeof a->entry, "%s:%s", lk->token,
+             q != NULL && q->payload != NULL ? q->payload : "");
+    snprintf(a->reply_key, sizeof a->reply_key, "reply:%s", lk->token);
+    snprintf(a->woken, sizeof a->woken, "0");
+    snprintf(a->mode, sizeof a->mode, "%s", q != NULL && q->payload != NULL ? "q" : "n");
+}
+
+/* What an answer left in our reply list means: the lock handed to us ("go")
+ * or a batch that made nothing of ours ("retry"), both meaning "try again,
+ * at the front of the queue"; else our purchase's answer. 1 for the former,
+ * 0 for the latter (copied to q->answer). */
+static int try_again(struct lock_queue *q, struct attempt *a, const char *answer)
+{
+    if (strcmp(answer, "go") == 0 || strcmp(answer, "retry") == 0) {
+        snprintf(a->mode, sizeof a->mode, "f");
+        q->queued = 0;
+        return 1;
+    }
+    snprintf(q->answer, sizeof q->answer, "%s", answer);
+    return 0;
+}
+
+/* The attempt's outcome after a failed command: an acquire lost with its
+ * connection may have been applied, or may be yet: remember it, and try to
+ * give it back at once, on a new connection. A queue entry it may have left
+ * stays q->queued: the caller asks PostgreSQL. */
+static enum lock_status attempt_failed(struct lock_client *lc, struct lock *lk,
+                                       struct lock_queue *q, const struct attempt *a)
+{
+    if (q != NULL && a->mode[0] != 'n')
+        q->queued = 1;
+    if (lc->redis == NULL) {
+        remember(lc, lk, lc->sent_ms);
+        give_back_now(lc);
+    }
+    return LOCK_UNAVAILABLE;
+}
+
 enum lock_status lock_acquire(struct lock_client *lc, int32_t product, int32_t want,
-                              struct lock *lk, int64_t *stock_seen)
+                              struct lock_queue *q, struct lock *lk, int64_t *stock_seen)
 {
     snprintf(lk->key, sizeof lk->key, "lock:product:%" PRId32, product);
     snprintf(lk->fence_key, sizeof lk->fence_key, "fence:product:%" PRId32, product);
     snprintf(lk->wake_key, sizeof lk->wake_key, "wake:product:%" PRId32, product);
     snprintf(lk->stock_key, sizeof lk->stock_key, "stock:product:%" PRId32, product);
+    snprintf(lk->queue_key, sizeof lk->queue_key, "queue:product:%" PRId32, product);
     lk->fence = 0;
+    if (q != NULL) {
+        q->taken = 0;
+        q->queued = 0;
+        q->answer[0] = '\0';
+    }
     if (new_token(lk->token) < 0) {
         set_err(lc, "getrandom: %s", strerror(errno));
         return LOCK_UNAVAILABLE;
@@ -602,48 +762,77 @@ enum lock_status lock_acquire(struct lock_client *lc, int32_t product, int32_t w
     if (lock_ready(lc) != LOCK_OK)
         return LOCK_UNAVAILABLE;
 
+    struct attempt a;
+    attempt_init(&a, lc, want, q, lk);
+    const char *const args[] = {a.ttl, a.want, a.woken, a.entry, a.mode, a.max, a.keep};
+    char one[1][LOCK_ENTRY_MAX];
+    struct script_reply out = {0, one, 1, 0};
+    if (q != NULL && q->payload != NULL && q->batch_max > 0)
+        out = (struct script_reply){0, q->batch, q->batch_max, 0};
     int64_t deadline = clock_ms() + lc->cfg->lock_wait_ms;
-    int woken = 0;
     for (;;) {
-        int64_t value;
         /* Validity is counted from before the request, so that the time the
          * reply took is not counted as ours. */
         lk->started_ms = clock_ms();
-        switch (run_script(lc, SCRIPT_ACQUIRE, lk, lc->cfg->lock_ttl_ms, want, woken, &value,
-                           "acquire")) {
+        int status = run_script(lc, SCRIPT_ACQUIRE, lk, args, 7, &out, "acquire");
+        switch (status) {
         case 1:
-            lk->fence = value;
+            lk->fence = out.value;
+            if (q != NULL && q->payload != NULL)
+                q->taken = out.n;
             return LOCK_OK;
         case 2:
-            *stock_seen = value;
+            *stock_seen = out.value;
             return LOCK_SOLD_OUT;
+        case 3:
+            if (out.n == 1 && !try_again(q, &a, out.strings[0]))
+                return LOCK_ANSWERED;
+            continue; /* the lock is free, or soon will be: try at once */
+        case 5:
+            q->queued = 1;
+            return LOCK_ORPHANED;
+        case 6:
+            return LOCK_TIMEOUT; /* left the queue: nothing bought */
         case 0:
+        case 4:
             break;
         default:
-            /* An acquire lost with its connection may have been applied, or
-             * may be yet: remember it, and try to give it back at once, on
-             * a new connection. */
-            if (lc->redis == NULL) {
-                remember(lc, lk, lc->sent_ms);
-                give_back_now(lc);
-            }
-            return LOCK_UNAVAILABLE;
+            return attempt_failed(lc, lk, q, &a);
         }
+        if (a.mode[0] != 'n')
+            snprintf(a.mode, sizeof a.mode, "w"); /* queued now */
         int64_t left = deadline - clock_ms();
-        if (left <= 0)
-            return LOCK_TIMEOUT;
+        /* A purchase a holder took (4) is waited for past the deadline: its
+         * answer is on its way, within the holder's TTL. */
+        if (left <= 0 && status == 0) {
+            if (a.mode[0] == 'n')
+                return LOCK_TIMEOUT;
+            snprintf(a.mode, sizeof a.mode, "l");
+            continue;
+        }
         /* value is the holder's PTTL: no release can come later than that.
          * -2 means the lock went away after our attempt: try again at once;
          * -1 (a lock without expiry: not one of ours) waits a slice. */
-        int64_t ms = value > 0 ? value : value == -2 ? 1 : WAIT_SLICE_MS;
-        ms = ms < left ? ms : left;
-        woken = wait_release(lc, lk, ms < WAIT_SLICE_MS ? ms : WAIT_SLICE_MS);
-        if (woken < 0)
-            return LOCK_UNAVAILABLE;
+        int64_t ms = out.value > 0 ? out.value : out.value == -2 ? 1 : WAIT_SLICE_MS;
+        ms = ms < left || status == 4 ? ms : left;
+        ms = ms < WAIT_SLICE_MS ? ms : WAIT_SLICE_MS;
+        int got;
+        if (a.mode[0] == 'n') {
+            got = wait_item(lc, lk->wake_key, ms, NULL, 0);
+            snprintf(a.woken, sizeof a.woken, "%d", got > 0);
+        } else {
+            char answer[LOCK_ANSWER_MAX];
+            got = wait_item(lc, a.reply_key, ms, answer, sizeof answer);
+            if (got > 0 && !try_again(q, &a, answer))
+                return LOCK_ANSWERED;
+        }
+        if (got < 0)
+            return attempt_failed(lc, lk, q, &a);
     }
 }
 
-enum lock_status lock_release(struct lock_client *lc, const struct lock *lk, int64_t stock_seen)
+enum lock_status lock_release(struct lock_client *lc, const struct lock *lk, int64_t stock_seen,
+                              const char (*answers)[LOCK_ANSWER_MAX], int n)
 {
     /* Not sent, the release counts as sent now; sent and lost, from when
      * it was. Either is after the grant. */
@@ -651,7 +840,7 @@ enum lock_status lock_release(struct lock_client *lc, const struct lock *lk, int
         remember(lc, lk, clock_ms());
         return LOCK_UNAVAILABLE;
     }
-    int rc = run_release(lc, lk, stock_seen);
+    int rc = run_release(lc, lk, stock_seen, answers, n);
     if (rc < 0) {
         remember(lc, lk, lc->sent_ms);
         return LOCK_UNAVAILABLE;
@@ -675,12 +864,15 @@ enum lock_status lock_ping(struct lock_client *lc)
 
 enum lock_status lock_refence(struct lock_client *lc, struct lock *lk, int64_t floor)
 {
-    int64_t fence;
+    char text[24];
+    snprintf(text, sizeof text, "%lld", (long long)floor);
+    const char *const args[] = {text};
+    struct script_reply out = {0};
     if (lock_ready(lc) != LOCK_OK)
         return LOCK_UNAVAILABLE;
-    switch (run_script(lc, SCRIPT_REFENCE, lk, floor, 0, 0, &fence, "refence")) {
+    switch (run_script(lc, SCRIPT_REFENCE, lk, args, 1, &out, "refence")) {
     case 1:
-        lk->fence = fence;
+        lk->fence = out.value;
         return LOCK_OK;
     case 0:
         return LOCK_LOST;

@@ -127,6 +127,21 @@ void metrics_observe(struct metrics_hist *h, int64_t us)
     metrics_add(&h->sum_us, (uint64_t)us);
 }
 
+static const int64_t batch_bounds[] = METRICS_BATCH_BOUNDS;
+_Static_assert(sizeof batch_bounds / sizeof batch_bounds[0] == METRICS_BATCH_BUCKETS - 1,
+               "one bucket per bound, and +Inf");
+
+void metrics_observe_count(struct metrics_count_hist *h, int64_t n)
+{
+    if (n < 0)
+        n = 0;
+    size_t i = 0;
+    while (i < METRICS_BATCH_BUCKETS - 1 && n > batch_bounds[i])
+        i++;
+    metrics_add(&h->bucket[i], 1);
+    metrics_add(&h->sum, (uint64_t)n);
+}
+
 void metrics_count_request(struct metrics_data *d, enum route route, int status)
 {
     size_t slot = 0;
@@ -180,21 +195,32 @@ static void counter(struct out *o, const char *name, const char *help, uint64_t 
     put(o, "%s %llu\n", name, (unsigned long long)value);
 }
 
-static void histogram(struct out *o, const char *name, const char *help,
-                      const struct metrics_hist *h)
+/* A histogram: nb buckets (per bucket, not cumulative) with nb - 1 bounds
+ * and +Inf; bounds and sum are divided by scale for the text. */
+static void buckets(struct out *o, const char *name, const char *help, const uint64_t *bucket,
+                    const int64_t *bounds, size_t nb, uint64_t sum, double scale)
 {
     family(o, name, "histogram", help);
     uint64_t total = 0;
-    for (size_t i = 0; i < METRICS_BUCKETS; i++) {
-        total += h->bucket[i];
-        if (i < METRICS_BUCKETS - 1)
-            put(o, "%s_bucket{le=\"%g\"} %llu\n", name, (double)bounds_us[i] / 1e6,
+    for (size_t i = 0; i < nb; i++) {
+        total += bucket[i];
+        if (i < nb - 1)
+            put(o, "%s_bucket{le=\"%g\"} %llu\n", name, (double)bounds[i] / scale,
                 (unsigned long long)total);
         else
             put(o, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)total);
     }
-    put(o, "%s_sum %.6f\n%s_count %llu\n", name, (double)h->sum_us / 1e6, name,
-        (unsigned long long)total);
+    if (scale == 1)
+        put(o, "%s_sum %llu\n", name, (unsigned long long)sum);
+    else
+        put(o, "%s_sum %.6f\n", name, (double)sum / scale);
+    put(o, "%s_count %llu\n", name, (unsigned long long)total);
+}
+
+static void histogram(struct out *o, const char *name, const char *help,
+                      const struct metrics_hist *h)
+{
+    buckets(o, name, help, h->bucket, bounds_us, METRICS_BUCKETS, h->sum_us, 1e6);
 }
 
 static void requests(struct out *o, const struct metrics_data *d)
@@ -256,6 +282,10 @@ int metrics_render(const struct metrics_data *d, int shared, char *buf, size_t c
     histogram(&o, "stock_postgres_transaction_seconds",
               "Time of a purchase transaction in PostgreSQL, BEGIN to COMMIT.",
               &d->hist[HIST_PG_TX]);
+    buckets(&o, "stock_batch_size",
+            "Purchases made per purchase transaction: 1, or a lock holder's own and the "
+            "ones it combined.",
+            d->batch_size.bucket, batch_bounds, METRICS_BATCH_BUCKETS, d->batch_size.sum, 1);
     family(&o, "stock_metrics_shared", "gauge",
            "1 if these numbers are every worker's, 0 if only this worker's.");
     put(&o, "stock_metrics_shared %d\n", shared);

@@ -1,5 +1,6 @@
 /* purchase.c -- see purchase.h. */
 #include "clock.h"
+#include "combine.h"
 #include "config.h"
 #include "fault.h"
 #include "http.h"
@@ -166,6 +167,109 @@ static enum store_status buy(struct worker *w, struct lock *lk, struct purchase 
     return store_commit(&w->store);
 }
 
+/* A purchase queued for the lock's holder to make (combine.h) that ended
+ * without the lock: answers it from the holder's answer or, without one,
+ * from PostgreSQL, closing its token. Returns 1 if it was never made and
+ * may try once more on its own, 0 when res holds the answer. */
+static int answer_queued(struct worker *w, const struct purchase *p, const struct lock *lk,
+                         const struct lock_queue *q, enum lock_status ls, struct response *res)
+{
+    struct outcome o;
+    int problem = PROBLEM_INTERNAL;
+    if (ls == LOCK_ANSWERED) {
+        switch (combine_parse_answer(q->answer, p->product, p->amount, &o, &problem)) {
+        case COMBINE_OUTCOME:
+            response_outcome(res, &o, p->amount);
+            return 0;
+        case COMBINE_KEY:
+            /* Its key was used before: answer as that request did. */
+            if (!answer_from_key(w, p, res))
+                response_problem(res, PROBLEM_REQUEST_IN_PROGRESS, NULL);
+            return 0;
+        case COMBINE_PROBLEM:
+            response_problem(res, (enum problem)problem, NULL);
+            return 0;
+        default:
+            break; /* its COMMIT went unanswered: PostgreSQL knows */
+        }
+    } else if (ls == LOCK_UNAVAILABLE) {
+        log_warn("%s", w->lock.err);
+    }
+    switch (combine_close(w, p, lk->token, &o)) {
+    case STORE_OK:
+        response_outcome(res, &o, p->amount);
+        return 0;
+    case STORE_NOT_FOUND:
+        if (ls != LOCK_UNAVAILABLE)
+            return 1;
+        response_problem(res, PROBLEM_SERVICE_UNAVAILABLE, NULL);
+        return 0;
+    default:
+        response_problem(res, PROBLEM_OUTCOME_UNKNOWN, NULL);
+        return 0;
+    }
+}
+
+/* Takes the product's lock for p, or answers p without it (res then holds
+ * the answer, and the status is not LOCK_OK). With combining, p waits in
+ * the product's queue, and the lock may come with queued purchases (q); a
+ * purchase taken by a holder that vanished and never made tries once more. */
+static enum lock_status take_lock(struct worker *w, const struct purchase *p, struct lock *lk,
+                                  struct lock_queue *q, struct response *res)
+{
+    char payload[LOCK_ENTRY_MAX - 33];
+    int64_t stock_seen = 0;
+    /* A keyed purchase always asks PostgreSQL, so that its outcome is
+     * recorded: no short-cut on a recent stock hint for it. */
+    int32_t want = p->key == NULL ? p->amount : 0;
+    q->payload =
+        w->cfg->combine_max > 0 && combine_payload(payload, sizeof payload, p->amount, p->key) == 0
+            ? payload
+            : NULL;
+    for (int tries = 2;; tries--) {
+        enum lock_status ls = lock_acquire(&w->lock, p->product, want, q, lk, &stock_seen);
+        switch (ls) {
+        case LOCK_OK:
+            return ls;
+        case LOCK_SOLD_OUT:
+            response_insufficient(res, stock_seen, p->amount);
+            return ls;
+        case LOCK_TIMEOUT:
+            log_info("product %d: lock busy for %d ms", (int)p->product, w->cfg->lock_wait_ms);
+            response_problem(res, PROBLEM_LOCK_TIMEOUT, NULL);
+            return ls;
+        case LOCK_UNAVAILABLE:
+            if (q->queued)
+                break;
+            log_warn("%s", w->lock.err);
+            response_problem(res, PROBLEM_SERVICE_UNAVAILABLE, NULL);
+            return ls;
+        default:
+            break;
+        }
+        if (!answer_queued(w, p, lk, q, ls, res))
+            return ls;
+        if (tries == 1) {
+            response_problem(res, PROBLEM_LOCK_TIMEOUT, NULL);
+            return LOCK_TIMEOUT;
+        }
+    }
+}
+
+/* The stock the purchase (or batch) left, for the lock's stock hint. */
+static int64_t stock_after(const struct purchase *p, enum store_status st,
+                           const struct outcome *out)
+{
+    if (p->batch != NULL)
+        return st != STORE_OK    ? LOCK_STOCK_NONE
+               : p->batch->found ? p->batch->stock
+                                 : LOCK_STOCK_NO_PRODUCT;
+    return st == STORE_OK             ? out->order.remaining
+           : st == STORE_INSUFFICIENT ? out->available
+           : st == STORE_NOT_FOUND    ? LOCK_STOCK_NO_PRODUCT
+                                      : LOCK_STOCK_NONE;
+}
+
 void purchase_handle(struct worker *w, struct http_request *req, int32_t product,
                      struct response *res)
 {
@@ -190,45 +294,45 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
     if (p.key != NULL && answer_from_key(w, &p, res))
         return;
 
-    /* A keyed purchase always asks PostgreSQL, so that its outcome is
-     * recorded: no short-cut on a recent stock hint for it. */
     struct lock lk;
-    int64_t stock_seen = 0;
+    char taken[LOCK_BATCH_MAX][LOCK_ENTRY_MAX];
+    struct lock_queue q = {.batch_max = w->cfg->combine_max, .batch = taken};
     int64_t asked = clock_us();
-    enum lock_status ls =
-        lock_acquire(&w->lock, product, p.key == NULL ? p.amount : 0, &lk, &stock_seen);
+    enum lock_status ls = take_lock(w, &p, &lk, &q, res);
     int64_t granted = clock_us();
     w->trace.lock_wait_us = granted - asked;
-    switch (ls) {
-    case LOCK_OK:
-        break;
-    case LOCK_SOLD_OUT:
-        response_insufficient(res, stock_seen, p.amount);
+    if (ls != LOCK_OK)
         return;
-    case LOCK_TIMEOUT:
-        log_info("product %d: lock busy for %d ms", (int)product, w->cfg->lock_wait_ms);
-        response_problem(res, PROBLEM_LOCK_TIMEOUT, NULL);
-        return;
-    default:
-        log_warn("%s", w->lock.err);
-        response_problem(res, PROBLEM_SERVICE_UNAVAILABLE, NULL);
-        return;
-    }
 
+    /* The purchases that queued while the lock was busy are made with ours,
+     * in one transaction (combine.h). */
+    struct combine_batch batch;
+    if (q.taken > 0) {
+        combine_start(&batch, &p, taken, q.taken);
+        p.batch = &batch;
+    }
     struct outcome out;
     const char *why;
     int64_t begun = clock_us();
     st = buy(w, &lk, &p, &out, &why);
     w->trace.tx_us = clock_us() - begun;
+    char answers[LOCK_BATCH_MAX][LOCK_ANSWER_MAX];
+    int n = p.batch != NULL ? batch.n - 1 : 0;
+    for (int i = 0; i < n; i++)
+        combine_answer(&batch, i + 1, st, answers[i]);
+    metrics_observe_count(&w->metrics.data->batch_size, 1 + n);
+    int64_t stock_left = stock_after(&p, st, &out);
+    if (st == STORE_OK)
+        FAULT_POINT("committed");
+    /* Our own key was used before (status 0): answer as that request did. */
+    if (p.batch != NULL && st == STORE_OK && out.status == 0)
+        st = STORE_KEY_EXISTS;
 
     /* Released on every path. If Redis cannot be told, the lock expires by
-     * its TTL; a committed purchase stays committed either way, because
-     * PostgreSQL, not the lock, guards the stock. */
-    stock_seen = st == STORE_OK             ? out.order.remaining
-                 : st == STORE_INSUFFICIENT ? out.available
-                 : st == STORE_NOT_FOUND    ? LOCK_STOCK_NO_PRODUCT
-                                            : LOCK_STOCK_NONE;
-    switch (lock_release(&w->lock, &lk, stock_seen)) {
+     * its TTL (and the batch's buyers ask PostgreSQL); a committed purchase
+     * stays committed either way, because PostgreSQL, not the lock, guards
+     * the stock. */
+    switch (lock_release(&w->lock, &lk, stock_left, answers, n)) {
     case LOCK_OK:
         break;
     case LOCK_LOST:

@@ -10,6 +10,7 @@
 #include <libpq-fe.h>
 
 #include "clock.h"
+#include "combine.h"
 #include "config.h"
 #include "fault.h"
 #include "log.h"
@@ -72,13 +73,69 @@ static const char sql_key[] =
     "UPDATE idempotency_keys SET status = status WHERE key = $1"
     " RETURNING product_id, amount, status, order_id, remaining, available";
 
+/* A batch (combine.h), first round trip: its keys claimed (a key used
+ * before, or by another purchase of this statement, is not returned), then
+ * the product's row locked, and read, until COMMIT, and one order id drawn
+ * per purchase. */
+static const char sql_claim_batch[] =
+    "INSERT INTO idempotency_keys (key, product_id, amount, status)"
+    " SELECT k, $2, a, 0 FROM unnest($1::text[], $3::int[]) AS u(k, a)"
+    " ON CONFLICT (key) DO NOTHING RETURNING key";
+static const char sql_lock_stock[] = "SELECT amount, fence FROM products WHERE id = $1 FOR UPDATE";
+static const char sql_draw_ids[] =
+    "SELECT nextval(pg_get_serial_sequence('orders', 'id')) FROM generate_series(1, $1)";
+
+/* A batch's writes, in one statement: the stock, every order, every
+ * waiter's outcome under its token and every key's. The row was locked and
+ * read in the first round trip, so its stock and fence cannot have moved;
+ * if they had, the CASEs make NULL of them and the statement fails on NOT
+ * NULL rather than match nothing (data-modifying WITH clauses all run,
+ * whatever matched). A token a waiting buyer closed meanwhile fails it on
+ * the primary key: the batch commits whole or not at all. */
+static const char sql_write_batch[] =
+    "WITH o AS ("
+    "  SELECT * FROM unnest($5::text[], $6::text[], $7::int[], $8::int[], $9::bigint[],"
+    "                       $10::bigint[], $11::bigint[])"
+    "    AS o(token, key, amount, status, order_id, remaining, available)"
+    "), sold AS ("
+    "  UPDATE products SET amount = CASE WHEN amount = $3 THEN amount - $4 END,"
+    "                      fence = CASE WHEN fence < $2 THEN $2 END"
+    "   WHERE id = $1 RETURNING amount"
+    "), placed AS ("
+    "  INSERT INTO orders (id, product_id, amount, fence)"
+    "  SELECT order_id, $1, amount, $2 FROM o WHERE status = 200"
+    "), tokens AS ("
+    "  INSERT INTO purchase_tokens (token, product_id, amount, status, order_id, remaining,"
+    "                               available)"
+    "  SELECT token, $1, amount, status, order_id, remaining, available FROM o"
+    "   WHERE token IS NOT NULL"
+    "), keyed AS ("
+    "  UPDATE idempotency_keys k SET status = o.status, order_id = o.order_id,"
+    "                                remaining = o.remaining, available = o.available"
+    "    FROM o WHERE k.key = o.key"
+    ")"
+    "SELECT amount FROM sold";
+
+/* A waiting buyer closes its token (combine.h). ON CONFLICT waits for a
+ * batch in flight that wrote it; DO UPDATE, not DO NOTHING, so the row is
+ * returned either way and written either way: this statement's COMMIT then
+ * waits for the synchronous standby, as sql_key's does, and a batch's
+ * outcome is answered only once a failover would keep it. */
+static const char sql_close_token[] =
+    "INSERT INTO purchase_tokens (token, product_id, amount, status) VALUES ($1, $2, $3, 0)"
+    " ON CONFLICT (token) DO UPDATE SET status = purchase_tokens.status"
+    " RETURNING status, order_id, remaining, available";
+
 static const char sql_product[] = "SELECT id, name, amount FROM products WHERE id = $1";
 
 /* A health check asks what a purchase needs: a server that takes writes. A
  * primary made read-only (a failover under way) answers, but sells nothing. */
 static const char sql_ping[] = "SELECT current_setting('transaction_read_only')";
 
-#define MAX_PARAMS 5
+#define MAX_PARAMS   11
+#define INT4ARRAYOID 1007
+#define INT8ARRAYOID 1016
+#define TEXTARRAYOID 1009
 
 struct statement {
     const char *name, *sql;
@@ -95,6 +152,15 @@ static const struct statement statements[] = {
     {"key", sql_key, 1, {TEXTOID}},
     {"product", sql_product, 1, {INT4OID}},
     {"ping", sql_ping, 0, {0}},
+    {"claim_batch", sql_claim_batch, 3, {TEXTARRAYOID, INT4OID, INT4ARRAYOID}},
+    {"lock_stock", sql_lock_stock, 1, {INT4OID}},
+    {"draw_ids", sql_draw_ids, 1, {INT4OID}},
+    {"write_batch",
+     sql_write_batch,
+     11,
+     {INT4OID, INT8OID, INT8OID, INT8OID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID,
+      INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID}},
+    {"close_token", sql_close_token, 3, {TEXTOID, INT4OID, INT4OID}},
 };
 
 /* One statement of a pipeline: prepares a statement (types given), runs a
@@ -498,6 +564,7 @@ void store_close(struct store *st)
     st->conn = NULL;
     st->prepared = 0;
     st->demoted = 0;
+    st->batch = NULL;
 }
 
 static int64_t get_int(const PGresult *res, int col)
@@ -523,6 +590,7 @@ static enum store_status end_tx(struct store *st, const char *command)
 
 void store_rollback(struct store *st)
 {
+    st->batch = NULL;
     if (st->conn == NULL)
         return;
     /* A broken connection has nothing to roll back on this side, and trying
@@ -533,14 +601,6 @@ void store_rollback(struct store *st)
     }
     if (PQtransactionStatus(st->conn) != PQTRANS_IDLE && end_tx(st, "ROLLBACK") != STORE_OK)
         store_close(st); /* the server rolls back a transaction whose session ends */
-}
-
-enum store_status store_commit(struct store *st)
-{
-    enum store_status rc = end_tx(st, "COMMIT");
-    if (rc != STORE_OK)
-        store_rollback(st);
-    return rc;
 }
 
 /* Records a refused purchase's outcome on its claimed key, and commits. */
@@ -616,8 +676,228 @@ static enum store_status buy_failed(const struct store *st, enum store_status rc
     return rc;
 }
 
+/* A PostgreSQL array literal, in text format, built in a buffer with room
+ * for every element at its longest (see array_open). */
+struct array {
+    char *buf;
+    size_t len, cap;
+};
+
+/* Room for n elements of up to width characters, each quoted and escaped. */
+static int array_open(struct array *a, int n, size_t width)
+{
+    a->cap = 3 + (size_t)n * (2 * width + 3);
+    a->len = 1;
+    a->buf = malloc(a->cap);
+    if (a->buf == NULL)
+        return -1;
+    memcpy(a->buf, "{", 2);
+    return 0;
+}
+
+/* Appends value, or NULL. Quoted, with " and \ escaped: a key may hold
+ * anything printable. */
+static void array_add(struct array *a, const char *value)
+{
+    if (a->len > 1)
+        a->buf[a->len++] = ',';
+    if (value == NULL) {
+        memcpy(a->buf + a->len, "NULL", 4);
+        a->len += 4;
+    } else {
+        a->buf[a->len++] = '"';
+        for (const char *c = value; *c != '\0'; c++) {
+            if (*c == '"' || *c == '\\')
+                a->buf[a->len++] = '\\';
+            a->buf[a->len++] = *c;
+        }
+        a->buf[a->len++] = '"';
+    }
+    a->buf[a->len] = '\0';
+}
+
+static void array_add_int(struct array *a, int64_t v, int null)
+{
+    char text[24];
+    snprintf(text, sizeof text, "%" PRId64, v);
+    array_add(a, null ? NULL : text);
+}
+
+static const char *array_close(struct array *a)
+{
+    a->buf[a->len++] = '}';
+    a->buf[a->len] = '\0';
+    return a->buf;
+}
+
+static int cmp_id(const void *x, const void *y)
+{
+    int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+    return (a > b) - (a < b);
+}
+
+/* Marks the items whose key the batch claimed: the first item with each
+ * key returned (a key twice in one batch is claimed once: the second
+ * purchase answers from the first's outcome). */
+static void mark_claimed(struct combine_batch *b, const PGresult *claims)
+{
+    for (int i = 0; i < b->n; i++)
+        b->items[i].claimed = b->items[i].key[0] == '\0';
+    for (int r = 0; claims != NULL && r < PQntuples(claims); r++)
+        for (int i = 0; i < b->n; i++)
+            if (!b->items[i].claimed && strcmp(b->items[i].key, PQgetvalue(claims, r, 0)) == 0) {
+                b->items[i].claimed = 1;
+                break;
+            }
+}
+
+/* Reads the first round trip of a batch and allocates it; the transaction
+ * stays open on STORE_OK. */
+static enum store_status batch_allocate(struct store *st, struct combine_batch *b, PGresult *claims,
+                                        PGresult *row, PGresult *ids, struct outcome *out)
+{
+    int64_t drawn[1 + LOCK_BATCH_MAX];
+    int found = PQntuples(row) > 0, n = PQntuples(ids);
+    if (found && get_int(row, 1) >= b->fence) {
+        out->fence = get_int(row, 1);
+        store_rollback(st);
+        return STORE_FENCED;
+    }
+    if (n != b->n) {
+        set_err(st, "postgres draw_ids: %d ids for %d purchases", n, b->n);
+        store_rollback(st);
+        return STORE_ERROR;
+    }
+    for (int i = 0; i < n; i++)
+        drawn[i] = strtoll(PQgetvalue(ids, i, 0), NULL, 10);
+    qsort(drawn, (size_t)n, sizeof drawn[0], cmp_id);
+    mark_claimed(b, claims);
+    combine_allocate(b, found, found ? get_int(row, 0) : 0, drawn);
+    *out = b->items[0].out;
+    st->batch = b;
+    return STORE_OK;
+}
+
+/* store_buy for a batch (store.h): one round trip, then the allocation. */
+static enum store_status batch_begin(struct store *st, const struct purchase *p,
+                                     struct outcome *out)
+{
+    struct combine_batch *b = p->batch;
+    char id[16], n[16];
+    struct array keys, amounts;
+    b->fence = p->fence;
+    snprintf(id, sizeof id, "%" PRId32, b->product);
+    snprintf(n, sizeof n, "%d", b->n);
+    if (array_open(&keys, b->n, 255) < 0 || array_open(&amounts, b->n, 11) < 0) {
+        free(keys.buf);
+        set_err(st, "postgres: out of memory");
+        return STORE_ERROR;
+    }
+    for (int i = 0; i < b->n; i++)
+        if (b->items[i].key[0] != '\0') {
+            array_add(&keys, b->items[i].key);
+            array_add_int(&amounts, b->items[i].amount, 0);
+        }
+    int keyed = keys.len > 1;
+    const char *const claim[] = {array_close(&keys), id, array_close(&amounts)};
+    const char *const row[] = {id}, *const count[] = {n};
+    const struct step steps[] = {{NULL, "BEGIN", 0, NULL, NULL},
+                                 {"claim_batch", NULL, 3, claim, NULL},
+                                 {"lock_stock", NULL, 1, row, NULL},
+                                 {"draw_ids", NULL, 1, count, NULL}};
+    const struct step unkeyed[] = {steps[0], steps[2], steps[3]};
+    int nsteps = keyed ? 4 : 3;
+    PGresult *res[4];
+    enum store_status rc = run(st, keyed ? steps : unkeyed, nsteps, res, 0);
+    free(keys.buf);
+    free(amounts.buf);
+    if (rc != STORE_OK) {
+        rc = buy_failed(st, rc, keyed ? 1 : -1, nsteps - 2);
+        store_rollback(st);
+        return rc;
+    }
+    rc = batch_allocate(st, b, keyed ? res[1] : NULL, res[nsteps - 2], res[nsteps - 1], out);
+    clear_all(res, nsteps);
+    return rc;
+}
+
+/* The batch's outcomes as the arrays of sql_write_batch ($5..$11). Items
+ * whose key was used before are left out: nothing of theirs is written. */
+static int batch_arrays(const struct combine_batch *b, struct array a[7])
+{
+    static const size_t width[7] = {32, 255, 11, 6, 20, 20, 20};
+    for (int k = 0; k < 7; k++)
+        if (array_open(&a[k], b->n, width[k]) < 0)
+            return -1;
+    for (int i = 0; i < b->n; i++) {
+        const struct combine_item *it = &b->items[i];
+        const struct outcome *o = &it->out;
+        if (!it->claimed)
+            continue;
+        array_add(&a[0], it->token[0] ? it->token : NULL);
+        array_add(&a[1], it->key[0] ? it->key : NULL);
+        array_add_int(&a[2], it->amount, 0);
+        array_add_int(&a[3], o->status, 0);
+        array_add_int(&a[4], o->order.id, o->status != 200);
+        array_add_int(&a[5], o->order.remaining, o->status != 200);
+        array_add_int(&a[6], o->available, o->status != 409);
+    }
+    for (int k = 0; k < 7; k++)
+        array_close(&a[k]);
+    return 0;
+}
+
+/* store_commit for a batch: its writes and the COMMIT, one round trip. */
+static enum store_status batch_commit(struct store *st, const struct combine_batch *b)
+{
+    char id[16], fence[24], before[24], sold[24];
+    struct array a[7] = {{0}};
+    enum store_status rc = STORE_ERROR;
+    snprintf(id, sizeof id, "%" PRId32, b->product);
+    snprintf(fence, sizeof fence, "%" PRId64, b->fence);
+    snprintf(before, sizeof before, "%" PRId64, b->stock_before);
+    snprintf(sold, sizeof sold, "%" PRId64, b->sold);
+    if (batch_arrays(b, a) < 0) {
+        set_err(st, "postgres: out of memory");
+    } else {
+        const char *const values[] = {id,       fence,    before,   sold,     a[0].buf, a[1].buf,
+                                      a[2].buf, a[3].buf, a[4].buf, a[5].buf, a[6].buf};
+        const struct step steps[] = {{"write_batch", NULL, 11, values, NULL},
+                                     {NULL, "COMMIT", 0, NULL, NULL}};
+        PGresult *res[2];
+        rc = run(st, steps, 2, res, 1);
+        if (rc == STORE_OK && strcmp(PQcmdStatus(res[1]), "COMMIT") != 0) {
+            set_err(st, "postgres COMMIT: answered %s", PQcmdStatus(res[1]));
+            rc = STORE_ERROR;
+        }
+        /* A closed token (23505) or a moved row (23502): nothing committed,
+         * and the batch's buyers may try again, as after a lost lock. */
+        if (rc != STORE_OK && st->failed_step == 0 &&
+            (strcmp(st->sqlstate, "23505") == 0 || strcmp(st->sqlstate, "23502") == 0))
+            rc = STORE_FENCED;
+        clear_all(res, 2);
+    }
+    for (int k = 0; k < 7; k++)
+        free(a[k].buf);
+    return rc;
+}
+
+enum store_status store_commit(struct store *st)
+{
+    const struct combine_batch *b = st->batch;
+    st->batch = NULL;
+    enum store_status rc = b != NULL ? batch_commit(st, b) : end_tx(st, "COMMIT");
+    if (rc != STORE_OK)
+        store_rollback(st);
+    return rc;
+}
+
 enum store_status store_buy(struct store *st, const struct purchase *p, struct outcome *out)
 {
+    if (p->batch != NULL) {
+        memset(out, 0, sizeof *out);
+        return usable(st) ? batch_begin(st, p, out) : STORE_UNAVAILABLE;
+    }
     char id[16], amount[16], fence[24];
     memset(out, 0, sizeof *out);
     if (!usable(st))
@@ -732,4 +1012,28 @@ enum store_status store_ping(struct store *st)
         PQclear(res);
     }
     return rc;
+}
+
+enum store_status store_close_token(struct store *st, const char *token, int32_t product,
+                                    int32_t amount, struct outcome *out)
+{
+    char id[16], units[16];
+    snprintf(id, sizeof id, "%" PRId32, product);
+    snprintf(units, sizeof units, "%" PRId32, amount);
+    const char *const values[] = {token, id, units};
+    PGresult *res;
+    enum store_status rc = store_ready(st);
+    if (rc != STORE_OK)
+        return rc;
+    memset(out, 0, sizeof *out);
+    if ((rc = query(st, "close_token", 3, values, &res, 1)) != STORE_OK)
+        return rc != STORE_UNKNOWN && lock_timed_out(st) ? STORE_BUSY : rc;
+    out->status = (int)get_int(res, 0);
+    out->order.id = get_int(res, 1);
+    out->order.remaining = get_int(res, 2);
+    out->order.product_id = product;
+    out->order.amount = amount;
+    out->available = get_int(res, 3);
+    PQclear(res);
+    return STORE_OK;
 }

@@ -57,6 +57,8 @@ struct config {
     int lock_wait_ms;         /* how long a buyer may wait for a busy product */
     int statement_timeout_ms; /* PostgreSQL statement_timeout */
     int redis_timeout_ms;     /* hiredis connect and command timeout */
+    int combine_max;          /* waiting purchases a lock holder makes with its own
+                                 (combine.h); 0: one purchase per lock grant */
     enum log_level log_level;
     char metrics_file[CONFIG_URL_MAX]; /* METRICS_FILE; empty: beside the FastCGI socket */
 };

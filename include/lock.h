@@ -26,6 +26,22 @@
  *   release  compare-and-delete in one script, which also leaves the
  *            wake-up token. A lock that expired and was taken by someone
  *            else is left alone.
+ *   queue    with combining (COMBINE_MAX > 0, combine.h), a buyer that finds
+ *            the lock busy does not only wait for it: the same acquire
+ *            script appends its purchase to queue:product:{id}, and it waits
+ *            on a BLPOP of its own reply:{token}. Whoever takes the lock
+ *            takes up to COMBINE_MAX queued purchases with it, in the same
+ *            script, marking each taken:{token} with its own lock token;
+ *            its release leaves each one's answer in reply:{token}, before
+ *            the lock goes. The release hands the lock to the queue's
+ *            oldest buyer ("go" in its reply list) instead of leaving a
+ *            wake-up token. A queued buyer checks every slice: still queued
+ *            and the lock free (its holder died) -> it takes the lock; taken
+ *            by a holder that no longer holds its lock and left no answer
+ *            -> LOCK_ORPHANED: only PostgreSQL can tell what became of the
+ *            purchase (combine.h). At its deadline a queued buyer leaves the
+ *            queue (LOCK_TIMEOUT, nothing bought) unless it was taken, and
+ *            then waits for its answer as long as its taker holds the lock.
  *   stock    the release also leaves the stock the purchase saw, for
  *            STOCK_HINT_MS: a buyer asking for more than that is answered
  *            "insufficient stock" by the acquire script at once, without
@@ -99,7 +115,31 @@ enum lock_status {
     LOCK_TIMEOUT,     /* someone else held the lock until our deadline */
     LOCK_UNAVAILABLE, /* Redis unreachable, timing out or refusing */
     LOCK_LOST,        /* the lock is no longer ours: it expired, maybe taken since */
-    LOCK_SOLD_OUT     /* acquire: a recent purchase saw less stock than wanted */
+    LOCK_SOLD_OUT,    /* acquire: a recent purchase saw less stock than wanted */
+    LOCK_ANSWERED,    /* acquire: a holder made our queued purchase; q->answer */
+    LOCK_ORPHANED     /* acquire: a holder took our queued purchase and lost its
+                         lock without answering: it may or may not be made */
+};
+
+/* Combining: at most this many queued purchases are taken with a lock. */
+#define LOCK_BATCH_MAX 64
+/* A queued purchase: its buyer's token (32 hex digits), ':', and what the
+ * caller put in q->payload (combine.h: "amount:key"). */
+#define LOCK_ENTRY_MAX 320
+/* An answer left for a queued buyer: its token, ':', and the text. */
+#define LOCK_ANSWER_MAX 64
+
+/* How lock_acquire waits when the lock is busy, and what it brought back. */
+struct lock_queue {
+    const char *payload; /* in: queue this purchase while waiting; NULL: do not */
+    int batch_max;       /* in: queued purchases to take with the lock, <= LOCK_BATCH_MAX */
+    char (*batch)[LOCK_ENTRY_MAX]; /* in: room for batch_max entries */
+    int taken;                     /* out, LOCK_OK: entries taken into batch */
+    /* out: the purchase is, or may be, in the queue or taken. Set when
+     * lock_acquire fails (LOCK_UNAVAILABLE) and on LOCK_ORPHANED: only
+     * PostgreSQL can then tell whether it was made (combine.h). */
+    int queued;
+    char answer[LOCK_ANSWER_MAX]; /* out, LOCK_ANSWERED: the text, no token */
 };
 
 struct lock {
@@ -107,6 +147,7 @@ struct lock {
     char fence_key[32]; /* fence:product:{id} */
     char wake_key[32];  /* wake:product:{id} */
     char stock_key[32]; /* stock:product:{id} */
+    char queue_key[32]; /* queue:product:{id} */
     char token[33];     /* 32 hex digits */
     int64_t fence;      /* this grant's fence: larger than any before it */
     int64_t started_ms; /* CLOCK_MONOTONIC when the granting request was sent */
@@ -144,9 +185,16 @@ enum lock_status lock_ready(struct lock_client *lc);
  * (lk->fence set), LOCK_TIMEOUT or LOCK_UNAVAILABLE; or, when want > 0 and
  * a purchase in the last STOCK_HINT_MS saw less stock than want,
  * LOCK_SOLD_OUT with that stock in *stock_seen (want 0 never short-cuts).
- * On failure nothing is left held. */
+ * On failure nothing is left held.
+ *
+ * With q->payload, the purchase waits in the product's queue (above):
+ * LOCK_OK also brings up to q->batch_max queued purchases (q->taken of them)
+ * for the caller to make and answer through lock_release; LOCK_ANSWERED
+ * brings our purchase's answer from the holder that made it; LOCK_ORPHANED
+ * and LOCK_UNAVAILABLE with q->queued mean it may have been made by a holder
+ * that is gone: lk->token names it. LOCK_TIMEOUT means it was not. */
 enum lock_status lock_acquire(struct lock_client *lc, int32_t product, int32_t want,
-                              struct lock *lk, int64_t *stock_seen);
+                              struct lock_queue *q, struct lock *lk, int64_t *stock_seen);
 
 /* Whether the lock still holds our token: LOCK_OK, LOCK_LOST or
  * LOCK_UNAVAILABLE. */
@@ -166,10 +214,13 @@ int lock_valid(const struct lock_client *lc, const struct lock *lk, int reserve_
 
 /* Releases lk if it still holds our token, wakes the next waiter and, if
  * stock_seen >= 0, leaves it as the product's stock hint;
- * LOCK_STOCK_NO_PRODUCT deletes the product's fence counter. Returns
- * LOCK_OK, LOCK_LOST or LOCK_UNAVAILABLE (the lock then expires by its
- * TTL). */
-enum lock_status lock_release(struct lock_client *lc, const struct lock *lk, int64_t stock_seen);
+ * LOCK_STOCK_NO_PRODUCT deletes the product's fence counter. First, in the
+ * same script and whether or not the lock is still ours, it leaves the n
+ * answers ("token:text") for the queued buyers they name. Returns LOCK_OK,
+ * LOCK_LOST or LOCK_UNAVAILABLE (the lock then expires by its TTL, and the
+ * answers are not delivered: their buyers ask PostgreSQL). */
+enum lock_status lock_release(struct lock_client *lc, const struct lock *lk, int64_t stock_seen,
+                              const char (*answers)[LOCK_ANSWER_MAX], int n);
 
 /* One round trip (PING). Returns LOCK_OK or LOCK_UNAVAILABLE. */
 enum lock_status lock_ping(struct lock_client *lc);

@@ -44,6 +44,17 @@ struct metrics_hist {
     uint64_t sum_us;
 };
 
+/* Purchases per transaction (combine.h): bucket bounds, and +Inf. */
+#define METRICS_BATCH_BOUNDS                                                                       \
+    {                                                                                              \
+        1, 2, 4, 8, 16, 32, 64                                                                     \
+    }
+#define METRICS_BATCH_BUCKETS 8
+struct metrics_count_hist {
+    uint64_t bucket[METRICS_BATCH_BUCKETS]; /* per bucket, not cumulative */
+    uint64_t sum;
+};
+
 enum metrics_hist_id { HIST_LOCK_WAIT, HIST_LOCK_HOLD, HIST_PG_TX, HIST_COUNT };
 
 enum metrics_counter {
@@ -66,6 +77,7 @@ struct metrics_data {
     uint64_t purchases[PROBLEM_COUNT]; /* by outcome; PROBLEM_NONE is a sale */
     uint64_t counter[M_COUNTER_COUNT];
     struct metrics_hist hist[HIST_COUNT];
+    struct metrics_count_hist batch_size;
 };
 
 struct metrics {
@@ -82,6 +94,7 @@ void metrics_close(struct metrics *m);
 /* Atomic: other workers add to the same numbers. */
 void metrics_add(uint64_t *counter, uint64_t n);
 void metrics_observe(struct metrics_hist *h, int64_t us);
+void metrics_observe_count(struct metrics_count_hist *h, int64_t n);
 void metrics_count_request(struct metrics_data *d, enum route route, int status);
 
 /* Pure, for the tests: renders a snapshot as Prometheus text into buf.

@@ -47,10 +47,11 @@ struct store {
     char sqlstate[6]; /* of the last failure, "" if none came from the server */
     int failed_step;  /* which statement of the last pipeline failed, or -1 */
     char err[256];
-    unsigned long errors;   /* failures recorded in err, for the metrics */
-    unsigned long connects; /* sessions opened (and prepared), for the metrics */
-    int warnings;           /* server warnings during the current round trip */
-    int demoted;            /* the server refused a write as read-only */
+    unsigned long errors;        /* failures recorded in err, for the metrics */
+    unsigned long connects;      /* sessions opened (and prepared), for the metrics */
+    int warnings;                /* server warnings during the current round trip */
+    int demoted;                 /* the server refused a write as read-only */
+    struct combine_batch *batch; /* allocated, not yet written: store_commit's */
 };
 
 struct product {
@@ -66,12 +67,15 @@ struct order {
     int64_t remaining;
 };
 
+struct combine_batch;
+
 /* What a purchase asks for. */
 struct purchase {
     int32_t product;
     int32_t amount;
-    int64_t fence;   /* from the lock grant */
-    const char *key; /* Idempotency-Key, or NULL */
+    int64_t fence;               /* from the lock grant */
+    const char *key;             /* Idempotency-Key, or NULL */
+    struct combine_batch *batch; /* NULL, or the batch it heads (combine.h) */
 };
 
 /* What a purchase, or an idempotency key, ended with. */
@@ -113,6 +117,16 @@ enum store_status store_ready(struct store *st);
  * connection lost since then answers STORE_UNAVAILABLE. */
 enum store_status store_buy(struct store *st, const struct purchase *p, struct outcome *out);
 
+/* With p->batch (combine.h), store_buy makes the whole batch instead, up to
+ * its COMMIT: claims the keys, locks the product's row, reads its stock and
+ * fence and draws order ids, in one round trip, then allocates
+ * (combine_allocate). STORE_OK then means the batch is allocated, whatever
+ * each purchase's outcome (out is the holder's own; status 0 if its key was
+ * used before), and store_commit() writes it all and commits, in one more
+ * round trip. Its other answers are store_buy's: STORE_FENCED (out->fence),
+ * STORE_KEY_BUSY (a key's first request still holds it), STORE_BUSY, and
+ * failures; nothing is left open after them. */
+
 /* Starts a new fence epoch for product: raises its fence, in PostgreSQL and
  * committed at once, to the next multiple of 2^32, and returns it in *fence.
  * Every fence drawn before, by any holder, is below it from then on. Used
@@ -123,7 +137,10 @@ enum store_status store_buy(struct store *st, const struct purchase *p, struct o
 enum store_status store_new_epoch(struct store *st, int32_t product, int64_t *fence);
 
 /* Commits the purchase store_buy() left open. STORE_OK once PostgreSQL has
- * confirmed the COMMIT; STORE_UNKNOWN if it never said. */
+ * confirmed the COMMIT; STORE_UNKNOWN if it never said. A batch's writes go
+ * in the same round trip; if they fail, nothing is committed: STORE_FENCED
+ * when a waiting buyer closed its token meanwhile (combine.h) or the row
+ * moved, else the failure. */
 enum store_status store_commit(struct store *st);
 
 /* Rolls back the purchase store_buy() left open (dropping the connection if
@@ -136,6 +153,15 @@ void store_rollback(struct store *st);
  * STORE_UNKNOWN if PostgreSQL did not confirm that. */
 enum store_status store_key(struct store *st, const char *key, int32_t *product, int32_t *amount,
                             struct outcome *out);
+
+/* Closes a queued purchase's token (combine.h): inserts it as closed
+ * (status 0) unless a batch wrote it, and returns what the row says:
+ * STORE_OK with out->status 200, 404 or 409 from a committed batch, or 0
+ * (closed here: never made). Committed before it returns, on the standby
+ * too if there is one (STORE_UNKNOWN if PostgreSQL did not confirm that).
+ * STORE_BUSY if a batch still in flight held the token past lock_timeout. */
+enum store_status store_close_token(struct store *st, const char *token, int32_t product,
+                                    int32_t amount, struct outcome *out);
 
 /* Reads one product. On STORE_OK the caller frees out->name. */
 enum store_status store_product(struct store *st, int32_t id, struct product *out);

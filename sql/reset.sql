@@ -1,2 +1,2 @@
 -- Empties the tables and restarts their ids; run before seed.sql by `make reset`.
-TRUNCATE idempotency_keys, orders, products RESTART IDENTITY;
+TRUNCATE idempotency_keys, purchase_tokens, orders, products RESTART IDENTITY;

@@ -67,3 +67,23 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 );
 
 CREATE INDEX IF NOT EXISTS idempotency_keys_created_at ON idempotency_keys (created_at);
+
+-- Purchase tokens: one row per purchase a combiner made for a waiting buyer
+-- (app/combine.c), written in the batch's transaction with its outcome. A
+-- buyer that gives up waiting for its answer inserts its token itself, with
+-- status 0 ("closed, never bought"): if the combiner committed first, the
+-- insert finds its row and the buyer answers from it; if not, the combiner's
+-- late COMMIT conflicts with the closed token and fails whole. Rows older
+-- than 24 hours may be removed with sql/prune.sql.
+CREATE TABLE IF NOT EXISTS purchase_tokens (
+    token      TEXT PRIMARY KEY CHECK (length(token) = 32),
+    product_id INTEGER NOT NULL,
+    amount     INTEGER NOT NULL,
+    status     SMALLINT NOT NULL,          -- 0 (closed), 200, 404 or 409
+    order_id   BIGINT REFERENCES orders (id),
+    remaining  BIGINT,                     -- for 200
+    available  BIGINT,                     -- for 409
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE INDEX IF NOT EXISTS purchase_tokens_created_at ON purchase_tokens (created_at);

@@ -16,6 +16,7 @@ void unit_run(const char *name, void (*fn)(void))
 
 int main(void)
 {
+    suite_combine();
     suite_config();
     suite_jsonscan();
     suite_lock();

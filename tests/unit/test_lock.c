@@ -176,7 +176,7 @@ struct fake_plan {
     int busy_releases; /* answer this many releases -BUSY, as Redis running a long script */
 };
 
-#define FAKE_ARGS   12
+#define FAKE_ARGS   16
 #define FAKE_TOKENS 4
 
 struct fake {
@@ -310,10 +310,12 @@ static const char *fake_answer(struct fake *f, char args[FAKE_ARGS][64], int n, 
         note(f, "p");
         return "+PONG\r\n";
     }
-    if (strcmp(args[0], "EVALSHA") == 0 && n == 11 && args[1][0] - '0' == SCRIPT_ACQUIRE)
-        return fake_acquire(f, token_number(f, args[7]));
-    if (strcmp(args[0], "EVALSHA") == 0 && n == 11 && args[1][0] - '0' == SCRIPT_RELEASE)
-        return fake_release(f, token_number(f, args[7]));
+    /* EVALSHA sha 5 KEYS[1..5] token ARGV...: 7 more for an acquire, 3
+     * for a release without answers. */
+    if (strcmp(args[0], "EVALSHA") == 0 && n == 16 && args[1][0] - '0' == SCRIPT_ACQUIRE)
+        return fake_acquire(f, token_number(f, args[8]));
+    if (strcmp(args[0], "EVALSHA") == 0 && n == 12 && args[1][0] - '0' == SCRIPT_RELEASE)
+        return fake_release(f, token_number(f, args[8]));
     note(f, "?%s", args[0]);
     return "-ERR unexpected\r\n";
 }
@@ -421,7 +423,7 @@ static void a_lock_set_after_its_release_is_released_by_the_next_call(void)
     int64_t stock;
     CHECK(open_on_fake(&lc, &cfg, &plan, 60000, &run) == 0);
     int64_t before = clock_ms();
-    CHECK(lock_acquire(&lc, 7, 1, &lk, &stock) == LOCK_UNAVAILABLE);
+    CHECK(lock_acquire(&lc, 7, 1, NULL, &lk, &stock) == LOCK_UNAVAILABLE);
     CHECK(strcmp(lc.unreleased.token, lk.token) == 0);
     /* Remembered from the time the acquire was sent. */
     CHECK(lc.unreleased.started_ms >= before && lc.unreleased.started_ms <= clock_ms());
@@ -441,7 +443,7 @@ static void a_left_over_lock_is_released_on_every_call_until_found(void)
     struct lock lk;
     int64_t stock;
     CHECK(open_on_fake(&lc, &cfg, &plan, 60000, &run) == 0);
-    CHECK(lock_acquire(&lc, 7, 1, &lk, &stock) == LOCK_UNAVAILABLE);
+    CHECK(lock_acquire(&lc, 7, 1, NULL, &lk, &stock) == LOCK_UNAVAILABLE);
     for (int i = 0; i < 4; i++)
         CHECK(lock_ping(&lc) == LOCK_OK);
     close_and_check(&lc, &run, "c h1 c n1 n1 p n1 d1 p y1 p p .");
@@ -459,10 +461,10 @@ static void a_new_lock_meanwhile_leaves_the_old_token_pending(void)
     struct lock old, lk;
     int64_t stock;
     CHECK(open_on_fake(&lc, &cfg, &plan, 60000, &run) == 0);
-    CHECK(lock_acquire(&lc, 7, 1, &old, &stock) == LOCK_UNAVAILABLE);
-    CHECK(lock_acquire(&lc, 7, 1, &lk, &stock) == LOCK_OK);
+    CHECK(lock_acquire(&lc, 7, 1, NULL, &old, &stock) == LOCK_UNAVAILABLE);
+    CHECK(lock_acquire(&lc, 7, 1, NULL, &lk, &stock) == LOCK_OK);
     CHECK(strcmp(lk.token, old.token) != 0);
-    CHECK(lock_release(&lc, &lk, LOCK_STOCK_NONE) == LOCK_OK);
+    CHECK(lock_release(&lc, &lk, LOCK_STOCK_NONE, NULL, 0) == LOCK_OK);
     CHECK(strcmp(lc.unreleased.token, old.token) == 0);
     close_and_check(&lc, &run, "c h1 c n1 n1 a2 n1 y2 .");
 }
@@ -480,10 +482,10 @@ static void a_left_over_lock_is_forgotten_once_its_ttl_has_passed(void)
     struct lock lk;
     int64_t stock;
     CHECK(open_on_fake(&lc, &cfg, &plan, 200, &run) == 0);
-    CHECK(lock_acquire(&lc, 7, 1, &lk, &stock) == LOCK_OK);
+    CHECK(lock_acquire(&lc, 7, 1, NULL, &lk, &stock) == LOCK_OK);
     clock_sleep_us(20 * 1000);
     int64_t before = clock_ms();
-    CHECK(lock_release(&lc, &lk, LOCK_STOCK_NONE) == LOCK_UNAVAILABLE);
+    CHECK(lock_release(&lc, &lk, LOCK_STOCK_NONE, NULL, 0) == LOCK_UNAVAILABLE);
     CHECK(strcmp(lc.unreleased.token, lk.token) == 0);
     CHECK(lc.unreleased.started_ms >= before);
     clock_sleep_us(300 * 1000); /* more than the TTL, 200 ms, and its drift margin */
@@ -504,7 +506,7 @@ static void a_failed_reconnect_keeps_the_acquires_error(void)
     struct lock lk;
     int64_t stock;
     CHECK(open_on_fake(&lc, &cfg, &plan, 60000, &run) == 0);
-    CHECK(lock_acquire(&lc, 7, 1, &lk, &stock) == LOCK_UNAVAILABLE);
+    CHECK(lock_acquire(&lc, 7, 1, NULL, &lk, &stock) == LOCK_UNAVAILABLE);
     CHECK(lc.errors == 1);
     /* "redis: <timeout>" from the acquire, not "redis SCRIPT LOAD: ..." */
     CHECK(strncmp(lc.err, "redis: ", 7) == 0 && strstr(lc.err, "SCRIPT") == NULL);
@@ -527,7 +529,7 @@ static void an_error_reply_to_the_left_over_release_fails_no_call(void)
     struct lock lk;
     int64_t stock;
     CHECK(open_on_fake(&lc, &cfg, &plan, 60000, &run) == 0);
-    CHECK(lock_acquire(&lc, 7, 1, &lk, &stock) == LOCK_UNAVAILABLE);
+    CHECK(lock_acquire(&lc, 7, 1, NULL, &lk, &stock) == LOCK_UNAVAILABLE);
     /* The acquire's timeout is what the caller reports; the BUSY answer to
      * the release that followed is a failure of its own, counted. */
     CHECK(strncmp(lc.err, "redis: ", 7) == 0);

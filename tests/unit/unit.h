@@ -33,6 +33,7 @@ extern int unit_check_failed;
 void unit_run(const char *name, void (*fn)(void));
 
 /* One per test file. */
+void suite_combine(void);
 void suite_config(void);
 void suite_jsonscan(void);
 void suite_lock(void);
