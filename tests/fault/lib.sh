@@ -66,7 +66,8 @@ wait_unlocked() {
 #    a request (no sale nobody asked for);
 #  - no request that got a definite error bought anything (only an answer
 #    of outcome_unknown, gateway_timeout or none at all may have);
-#  - no sale without a lock: fences grow strictly with the order ids;
+#  - no sale without a lock: fences never go back along the order ids (the
+#    orders of one batch share its grant's fence: include/combine.h);
 #  - no lock key left.
 # It also sets SALES_NOT_ANSWERED: purchases made whose client did not get
 # their 200 (legitimate after a crash; not after a graceful stop).
@@ -91,7 +92,7 @@ SELECT 'definite-errors-that-bought', COUNT(*) FROM answers a
 SELECT 'sales-not-answered-200', COUNT(*) FROM idempotency_keys k JOIN answers a ON a.key = k.key
        WHERE k.product_id = $product AND k.status = 200 AND a.status <> 200;
 SELECT 'fences-out-of-order', COUNT(*) FROM (SELECT fence, lag(fence) OVER (ORDER BY id) AS prev
-       FROM orders WHERE product_id = $product) t WHERE fence <= prev OR fence <= 0;
+       FROM orders WHERE product_id = $product) t WHERE fence < prev OR fence <= 0;
 SQL
     value() { awk -v n="$1" '$1 == n {print $2}' "$TMP/invariants"; }
     SALES_NOT_ANSWERED=$(value sales-not-answered-200)

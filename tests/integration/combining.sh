@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# combining.sh -- a flash sale with combining on (COMBINE_MAX > 0, the
+# default): the buyers waiting for a hot product's lock are made in batches
+# by its holder, and every answer is still the one the purchases would have
+# got one by one, in order-id order (include/combine.h).
+. "$(dirname "$0")/lib.sh"
+
+# batched: purchase transactions that made more than one purchase, so far.
+batched() {
+    curl -s "$BASE_URL/metrics" |
+        awk '/^stock_batch_size_bucket\{le="1"\}/ {one = $2} /^stock_batch_size_count/ {all = $2}
+             END {print all - one}'
+}
+
+# rush ID N: N buyers at once; buyer i asks for 1 + i % 4 units, every other
+# one with an Idempotency-Key, and 1 in 10 hangs up after 50 ms. Each answer
+# is "i amount status body" in $TMP/answers.
+rush() {
+    local id=$1 n=$2 args=()
+    for ((i = 0; i < n; i++)); do
+        args+=(-o "$TMP/r.$i" -w "$i $((1 + i % 4)) %{http_code}\n" -X POST
+            -H 'Content-Type: application/json' -d "{\"amount\": $((1 + i % 4))}")
+        ((i % 2)) && args+=(-H "Idempotency-Key: comb-$$-$id-$i")
+        ((i % 10 == 5)) && args+=(--max-time 0.05)
+        args+=("$BASE_URL/buy/$id")
+        ((i < n - 1)) && args+=(--next)
+    done
+    curl -s --parallel --parallel-immediate --parallel-max "$n" "${args[@]}" 2>/dev/null |
+        while read -r i amount status; do
+            printf '%s %s %s %s\n' "$i" "$amount" "$status" "$(tr -d '\n' 2>/dev/null <"$TMP/r.$i")"
+        done >"$TMP/answers"
+}
+
+# replay ID INITIAL: replays the product's orders by id from INITIAL and
+# checks every answer against it; prints the problems, one a line.
+replay() {
+    sql "SELECT id, amount FROM orders WHERE product_id = $1 ORDER BY id" >"$TMP/orders"
+    jq -nr --arg initial "$2" --rawfile orders "$TMP/orders" --rawfile answers "$TMP/answers" '
+        ($orders | split("\n") | map(select(length > 0) | split("|") | map(tonumber))) as $o
+        | (reduce $o[] as $r ({stock: ($initial | tonumber), after: {}, seen: [($initial | tonumber)]};
+              .stock -= $r[1] | .after[$r[0] | tostring] = .stock | .seen += [.stock])) as $replay
+        | $answers | split("\n")[] | select(length > 0) | split(" ") as $f
+        | ($f[3:] | join(" ") | try fromjson catch null) as $b
+        | ($f[1] | tonumber) as $amount
+        | if $f[2] == "200" then
+            if $b == null or $replay.after[$b.order_id | tostring] == null then "200 without its order: \($f)"
+            elif $replay.after[$b.order_id | tostring] != $b.remaining then "remaining \($b.remaining), replay says \($replay.after[$b.order_id | tostring]): \($f)"
+            elif $b.amount != $amount then "amount \($b.amount) for \($amount): \($f)"
+            else empty end
+          elif $f[2] == "409" then
+            if $b.code != "insufficient_stock" then "409 \($b.code): \($f)"
+            elif $b.available >= $amount then "409 with \($b.available) available for \($amount): \($f)"
+            elif ($replay.seen | index($b.available)) == null then "409 available \($b.available), a stock the replay never had: \($f)"
+            else empty end
+          elif $f[2] == "000" then empty
+          else "answer \($f[2]): \($f)" end'
+}
+
+P=$(new_product "Combined flash sale" 150)
+rush "$P" 400
+same "400 buyers, amounts 1-4, stock 150: every answer agrees with the replay of the orders" \
+    "$(replay "$P" 150 | head -n 5)" ""
+answered=$(awk '$3 == 200 {n += $2} END {print n + 0}' "$TMP/answers")
+hung_up=$(awk '$3 == "000"' "$TMP/answers" | wc -l)
+check "some buyers hung up mid-sale ($hung_up), and the others were answered" test "$hung_up" -gt 0
+check "the 200s sum to no more than was sold ($answered <= $(sold "$P"))" \
+    test "$answered" -le "$(sold "$P")"
+same "stock + orders = 150" "$(($(stock "$P") + $(sold "$P")))" 150
+check "sold out: what is left is less than 4 units ($(stock "$P"))" test "$(stock "$P")" -lt 4
+same "every keyed 200 has its key's order" \
+    "$(sql "SELECT COUNT(*) FROM idempotency_keys k JOIN orders o ON o.id = k.order_id
+            WHERE k.key LIKE 'comb-$$-$P-%' AND k.status = 200 AND o.amount = k.amount")" \
+    "$(sql "SELECT COUNT(*) FROM idempotency_keys WHERE key LIKE 'comb-$$-$P-%' AND status = 200")"
+same "no keyed purchase was left claimed but unanswered (status 0)" \
+    "$(sql "SELECT COUNT(*) FROM idempotency_keys WHERE key LIKE 'comb-$$-$P-%' AND status = 0")" 0
+check "purchases were combined ($(batched) transactions made more than one)" \
+    test "$(batched)" -gt 0
+same "every combined purchase has its token, with its order" \
+    "$(sql "SELECT COUNT(*) FROM purchase_tokens t LEFT JOIN orders o ON o.id = t.order_id
+            WHERE t.product_id = $P AND t.status = 200 AND o.id IS NULL")" 0
+sleep 0.5
+same "no lock, queue, reply or taken key is left in Redis" \
+    "$(rcli --scan --pattern '*' | grep -cE '^(lock|queue|reply|taken):')" 0
+
+# Replays of combined keyed purchases answer what the batch answered.
+read -r i amount _ body < <(awk '$3 == 200 && $1 % 2 == 1' "$TMP/answers" | head -n 1)
+buy "/buy/$P" "{\"amount\": $amount}" -H "Idempotency-Key: comb-$$-$P-$i"
+same "a combined keyed purchase, sent again, is replayed as first answered" \
+    "$(jq -c . <<<"$BODY")" "$(jq -c . <<<"$body")"
+
+finish
