@@ -4,11 +4,14 @@
  * spawn-fcgi hands us the listening socket as fd 0 and multiwatch runs
  * several of us on it; each process serves one request at a time. */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -31,7 +34,6 @@ static void on_stop(int sig)
 {
     (void)sig;
     stopping = 1;
-    FCGX_ShutdownPending(); /* async-signal-safe: it only sets a flag */
 }
 
 static int install_signals(sigset_t *stop_signals)
@@ -40,8 +42,9 @@ static int install_signals(sigset_t *stop_signals)
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop;
     sigemptyset(&sa.sa_mask);
-    /* No SA_RESTART: accept() must return EINTR so an idle worker stops at
-     * once. Installed before FCGX_Init(), which keeps handlers it finds. */
+    /* No SA_RESTART: the wait for a connection must return EINTR so an
+     * idle worker stops at once. Installed before FCGX_Init(), which keeps
+     * handlers it finds. */
     sa.sa_flags = 0;
     if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0 ||
         sigaction(SIGUSR1, &sa, NULL) < 0)
@@ -53,6 +56,17 @@ static int install_signals(sigset_t *stop_signals)
     /* hiredis writes with plain write(): a dead Redis or nginx must give
      * EPIPE, not kill the worker. */
     return signal(SIGPIPE, SIG_IGN) == SIG_ERR ? -1 : 0;
+}
+
+/* Waits until the listening socket (fd 0) has a connection to accept, with
+ * the stop signals unblocked (mask) for that wait only: -1 with errno EINTR
+ * when one came. */
+static int wait_for_connection(const sigset_t *mask)
+{
+    fd_set readable;
+    FD_ZERO(&readable);
+    FD_SET(0, &readable);
+    return pselect(1, &readable, NULL, NULL, NULL, mask) < 0 ? -1 : 0;
 }
 
 static const char *env_lookup(const char *name)
@@ -239,19 +253,38 @@ int main(int argc, char **argv)
         worker_close(&w);
         return 1;
     }
-    /* The stop signals may interrupt only the wait in accept(). libfcgi 2.4.2
-     * does not retry a read or write that a signal interrupts, and hiredis
-     * fails a connect that one interrupts, so during a request they are
-     * blocked: one that arrives then is held until the answer is finished,
-     * and ends the loop at the next accept. (A signal that lands after
-     * accept() but while libfcgi reads the request's parameters still drops
-     * that connection; nothing has been bought then.) */
+    /* The stop signals may interrupt only the wait for a connection, in
+     * pselect(); everything else runs with them blocked, and one that
+     * arrives meanwhile is held until the answer is finished, and ends the
+     * loop at the next wait. libfcgi 2.4.2 does not retry a read or write
+     * that a signal interrupts, hiredis fails a connect that one
+     * interrupts, and libfcgi's own accept loop, interrupted while it waits
+     * for a new connection's first bytes (is_af_unix_keeper), closes it and
+     * then, once a shutdown is pending, spins forever on the closed
+     * descriptor: a worker at 100 % CPU that never stops (seen under load in
+     * fault: sigterm-pool). So libfcgi never sees a signal, nor a pending
+     * shutdown. The listening socket is non-blocking: when another worker
+     * of the pool accepts the connection first, FCGX_Accept_r() answers
+     * -EAGAIN instead of blocking with the signals held, and we wait again. */
     int rc = 0;
-    sigprocmask(SIG_BLOCK, &stop_signals, NULL);
+    sigset_t waiting;
+    sigprocmask(SIG_BLOCK, &stop_signals, &waiting);
+    sigdelset(&waiting, SIGTERM);
+    sigdelset(&waiting, SIGINT);
+    sigdelset(&waiting, SIGUSR1);
+    int flags = fcntl(0, F_GETFL);
+    if (flags < 0 || fcntl(0, F_SETFL, flags | O_NONBLOCK) < 0)
+        log_warn("cannot make the listening socket non-blocking: %s", strerror(errno));
     while (!stopping) {
-        sigprocmask(SIG_UNBLOCK, &stop_signals, NULL);
+        if (wait_for_connection(&waiting) < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = -errno;
+            break;
+        }
         rc = FCGX_Accept_r(&fcgi);
-        sigprocmask(SIG_BLOCK, &stop_signals, NULL);
+        if (rc == -EAGAIN || rc == -EWOULDBLOCK)
+            continue; /* another worker took it */
         if (rc < 0)
             break;
         serve(&w, &fcgi);
