@@ -43,7 +43,8 @@ void combine_start(struct combine_batch *b, const struct purchase *own,
         if (combine_parse_entry(entries[i], &b->items[b->n]) == 0)
             b->n++;
         else
-            log_error("product %d: a queued purchase this version cannot read, dropped: %.40s",
+            log_error("product %d: a queued purchase this version cannot read, dropped "
+                      "(token %.8s...)",
                       (int)b->product, entries[i]);
     }
 }
@@ -60,8 +61,8 @@ void combine_allocate(struct combine_batch *b, int found, int64_t stock, const i
         memset(o, 0, sizeof *o);
         o->order.product_id = b->product;
         o->order.amount = it->amount;
-        if (!it->claimed)
-            continue; /* status 0: answered from its key */
+        if (!it->claimed || it->closed)
+            continue; /* status 0: answered from its key, or gone */
         if (!found) {
             o->status = 404;
         } else if (it->amount <= stock) {
@@ -95,22 +96,14 @@ static void answer_text(const struct combine_item *it, enum store_status st, cha
             snprintf(out, cap, "404");
         return;
     case STORE_FENCED:
-        /* Nothing of the batch was made, and the lock was lost with it:
-         * the buyer queues again, for the next holder. */
+    case STORE_ALONE:
+        /* Nothing of the batch was made (the lock was lost, or one of its
+         * purchases made it fail): the buyer queues again. */
         snprintf(out, cap, "retry");
         return;
     case STORE_UNKNOWN:
         snprintf(out, cap, "unknown");
         return;
-    case STORE_KEY_BUSY:
-        /* One of the batch's keys is held by its first request, in flight
-         * elsewhere; which one, PostgreSQL did not say. */
-        if (it->key[0] == '\0') {
-            snprintf(out, cap, "retry");
-            return;
-        }
-        p = PROBLEM_REQUEST_IN_PROGRESS;
-        break;
     case STORE_BUSY:
         p = PROBLEM_LOCK_TIMEOUT;
         break;
@@ -129,6 +122,10 @@ void combine_answer(const struct combine_batch *b, int i, enum store_status st,
 {
     char text[LOCK_ANSWER_MAX - 33];
     answer_text(&b->items[i], st, text, sizeof text);
+    /* A closed token's buyer is gone; and "unknown", rather than an answer
+     * cut short, makes a buyer ask PostgreSQL. */
+    if (b->items[i].closed || strlen(text) + 1 >= sizeof text)
+        snprintf(text, sizeof text, "unknown");
     snprintf(out, LOCK_ANSWER_MAX, "%.32s:%s", b->items[i].token, text);
 }
 
@@ -168,7 +165,9 @@ enum combine_reply combine_parse_answer(const char *text, int32_t product, int32
 enum store_status combine_close(struct worker *w, const struct purchase *p, const char *token,
                                 struct outcome *out)
 {
-    enum store_status st = store_close_token(&w->store, token, p->product, p->amount, out);
+    enum store_status st = STORE_BUSY;
+    for (int tries = 0; tries < 3 && st == STORE_BUSY; tries++)
+        st = store_close_token(&w->store, token, p->product, p->amount, out);
     if (st != STORE_OK) {
         log_error("product %d: queued purchase %.8s...: its token cannot be closed, outcome "
                   "unknown: %s",

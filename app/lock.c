@@ -16,29 +16,54 @@
 #include "lock.h"
 #include "log.h"
 
-/* The three scripts. Each takes KEYS = {lock, fence, wake, stock, queue}
- * and ARGV = {token, ttl, ...}, runs atomically, in one round trip, and
- * answers {status, value, strings...}. A queued buyer's reply list and
- * taken mark are named from its token (reply:{token}, taken:{token}); an
- * entry and an answer begin with the token. The Lua is kept as written, one
- * statement a line, not as clang-format would fold it. */
+/* The three scripts. Each takes KEYS = {lock, fence, wake, stock, queue,
+ * handoff} and ARGV = {token, ttl, ...}, runs atomically, in one round
+ * trip, and answers {status, value, strings...}. A queued buyer's keys are
+ * named from its token: reply:{token} (its answers), queued:{token} (it is
+ * waiting, until its deadline) and taken:{token} (a holder took its
+ * purchase: that holder's lock token); an entry and an answer begin with
+ * the token. The Lua is kept as written, one statement a line, not as
+ * clang-format would fold it. */
 /* clang-format off */
+#define WAIT_SLICE_MS_TEXT "250"
+/* Shared by acquire and release: hands the free lock to the oldest queued
+ * buyer still waiting (queued:{token} alive), with a "go" in its reply list
+ * and handoff = its token for a slice, so that nobody else takes the lock
+ * meanwhile; entries of buyers that left or died are dropped. false if
+ * nobody waits. */
+#define LUA_HAND_OFF \
+    "local function hand_off(keep) " \
+    "  while true do " \
+    "    local head = redis.call('LPOP', KEYS[5]) " \
+    "    if not head then return false end " \
+    "    local t = string.sub(head, 1, 32) " \
+    "    if redis.call('DEL', 'queued:' .. t) == 1 then " \
+    "      redis.call('RPUSH', 'reply:' .. t, 'go') " \
+    "      redis.call('PEXPIRE', 'reply:' .. t, keep) " \
+    "      redis.call('SET', KEYS[6], t, 'PX', " WAIT_SLICE_MS_TEXT ") " \
+    "      return true " \
+    "    end " \
+    "  end " \
+    "end "
 static const char *const script_source[SCRIPT_COUNT] = {
     /* Acquire. ARGV = {token, ttl, want (0: do not short-cut), woken (1 if
-     * a wake-up token woke the caller), entry, mode, batch max, keep}.
-     * mode: 'n' do not queue; 'q' queue at the back if busy; 'f' queue at
-     * the front (after a hand-off, or a batch that failed); 'w' queued,
-     * checking; 'l' queued, leaving at the deadline.
-     *   {1, fence, entries...}  the lock, with up to max queued entries;
-     *   {2, stock}  a recent purchase saw less stock than wanted (and the
-     *               token that woke the caller is passed on if the lock is
-     *               free: the caller releases nothing that would);
+     * a wake-up token woke the caller), entry, mode, batch max, keep, wait
+     * left}. mode: 'n' do not queue; 'q' queue at the back if busy; 'f'
+     * queue at the front if busy (after a hand-off, or a batch that failed);
+     * 'w' queued, checking; 'l' queued, leaving at the deadline. A lock
+     * handed off to another buyer counts as busy.
+     *   {1, fence, entries...}  the lock, with up to max queued purchases
+     *               of buyers still waiting, each marked taken by us;
+     *   {2, stock}  a recent purchase saw less stock than wanted (a wake-up
+     *               token or a hand-off that came to the caller is passed
+     *               on if the lock is free: the caller releases nothing);
      *   {3, 0, answer}  an answer was waiting in our reply list;
-     *   {4, pttl}  our entry was taken by the current holder: wait;
+     *   {4, pttl}  our purchase was taken by the current holder: wait;
      *   {5, 0}     taken by a holder that is gone, without an answer;
      *   {6, 0}     left the queue: nothing bought;
      *   {0, pttl}  busy (queued, if asked): wait at most pttl. */
     [SCRIPT_ACQUIRE] =
+        LUA_HAND_OFF
         "local token, mode, q = ARGV[1], ARGV[6], KEYS[5] "
         "local reply, taken = 'reply:' .. token, 'taken:' .. token "
         "local function orphan() "
@@ -53,7 +78,10 @@ static const char *const script_source[SCRIPT_COUNT] = {
         "  local a = redis.call('LPOP', reply) "
         "  if a then return {3, 0, a} end "
         "  if mode == 'l' then "
-        "    if redis.call('LREM', q, 1, ARGV[5]) == 1 then return {6, 0} end "
+        "    if redis.call('LREM', q, 1, ARGV[5]) == 1 then "
+        "      redis.call('DEL', 'queued:' .. token) "
+        "      return {6, 0} "
+        "    end "
         "    return orphan() "
         "  end "
         "  if not redis.call('LPOS', q, ARGV[5]) then return orphan() end "
@@ -62,41 +90,60 @@ static const char *const script_source[SCRIPT_COUNT] = {
         "if want > 0 and mode ~= 'w' then "
         "  local seen = redis.call('GET', KEYS[4]) "
         "  if seen and tonumber(seen) < want then "
-        "    if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then "
-        "      redis.call('DEL', KEYS[3]) "
-        "      redis.call('LPUSH', KEYS[3], 1) "
-        "      redis.call('PEXPIRE', KEYS[3], ARGV[2]) "
+        "    if redis.call('EXISTS', KEYS[1]) == 0 then "
+        "      if mode == 'f' and redis.call('GET', KEYS[6]) == token then "
+        "        redis.call('DEL', KEYS[6]) "
+        "        hand_off(ARGV[8]) "
+        "      elseif ARGV[4] == '1' then "
+        "        redis.call('DEL', KEYS[3]) "
+        "        redis.call('LPUSH', KEYS[3], 1) "
+        "        redis.call('PEXPIRE', KEYS[3], ARGV[2]) "
+        "      end "
         "    end "
         "    return {2, tonumber(seen)} "
         "  end "
         "end "
-        "if redis.call('SET', KEYS[1], token, 'NX', 'PX', ARGV[2]) then "
+        "local to = redis.call('GET', KEYS[6]) "
+        "if (not to or to == token) and redis.call('SET', KEYS[1], token, 'NX', 'PX', ARGV[2]) then "
+        "  if to then redis.call('DEL', KEYS[6]) end "
         "  local out = {1, redis.call('INCR', KEYS[2])} "
         "  redis.call('PEXPIRE', KEYS[2], " FENCE_TTL_MS_TEXT ") "
-        "  if mode == 'w' then redis.call('LREM', q, 1, ARGV[5]) end "
+        "  if mode == 'w' then "
+        "    redis.call('LREM', q, 1, ARGV[5]) "
+        "    redis.call('DEL', 'queued:' .. token) "
+        "  end "
         "  local max = tonumber(ARGV[7]) "
         "  if max > 0 then "
         "    for _, e in ipairs(redis.call('LPOP', q, max) or {}) do "
-        "      redis.call('SET', 'taken:' .. string.sub(e, 1, 32), token, 'PX', ARGV[2]) "
-        "      out[#out + 1] = e "
+        "      local t = string.sub(e, 1, 32) "
+        "      if redis.call('DEL', 'queued:' .. t) == 1 then "
+        "        redis.call('SET', 'taken:' .. t, token, 'PX', ARGV[2]) "
+        "        out[#out + 1] = e "
+        "      end "
         "    end "
         "  end "
         "  return out "
         "end "
         "if mode == 'q' then redis.call('RPUSH', q, ARGV[5]) end "
         "if mode == 'f' then redis.call('LPUSH', q, ARGV[5]) end "
-        "if mode == 'q' or mode == 'f' then redis.call('PEXPIRE', q, ARGV[8]) end "
-        "return {0, redis.call('PTTL', KEYS[1])}",
+        "if mode == 'q' or mode == 'f' then "
+        "  redis.call('SET', 'queued:' .. token, 1, 'PX', ARGV[9]) "
+        "  redis.call('PEXPIRE', q, ARGV[8]) "
+        "end "
+        "local pttl = redis.call('PTTL', KEYS[1]) "
+        "if pttl == -2 and to then pttl = redis.call('PTTL', KEYS[6]) end "
+        "return {0, pttl}",
     /* Release. ARGV = {token, ttl, stock seen (-1 for none, -2 for no such
      * product), keep, answers...}. First the answers, each "token:text" into
      * its buyer's reply list, whoever holds the lock now: they are true
      * either way. Then delete the lock only if it still holds our token (a
      * plain DEL would free a lock that expired while we were slow and now
-     * belongs to someone else); hand it to the oldest queued buyer, or else
-     * leave one wake-up token for the next waiter; and leave the stock seen.
-     * A product that does not exist keeps no counter: ids are the client's
-     * to choose. */
+     * belongs to someone else); hand it off to the oldest queued buyer, or
+     * else leave one wake-up token for the next waiter; and leave the stock
+     * seen. A product that does not exist keeps no counter: ids are the
+     * client's to choose. */
     [SCRIPT_RELEASE] =
+        LUA_HAND_OFF
         "for i = 5, #ARGV do "
         "  local t = string.sub(ARGV[i], 1, 32) "
         "  redis.call('RPUSH', 'reply:' .. t, string.sub(ARGV[i], 34)) "
@@ -105,12 +152,7 @@ static const char *const script_source[SCRIPT_COUNT] = {
         "end "
         "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, 0} end "
         "redis.call('DEL', KEYS[1], KEYS[3]) "
-        "local head = redis.call('LPOP', KEYS[5]) "
-        "if head then "
-        "  local r = 'reply:' .. string.sub(head, 1, 32) "
-        "  redis.call('RPUSH', r, 'go') "
-        "  redis.call('PEXPIRE', r, ARGV[4]) "
-        "else "
+        "if not hand_off(ARGV[4]) then "
         "  redis.call('LPUSH', KEYS[3], 1) "
         "  redis.call('PEXPIRE', KEYS[3], ARGV[2]) "
         "end "
@@ -451,17 +493,17 @@ void lock_client_close(struct lock_client *lc)
 }
 
 /* The most ARGV a script takes: the release's four and its answers. */
-#define SCRIPT_ARGV_MAX (4 + LOCK_BATCH_MAX)
+#define SCRIPT_ARGV_MAX (9 + LOCK_BATCH_MAX)
 
 /* Runs script s on lk's keys with ARGV = {lk->token, args...}. NULL after a
  * connection error (the context is gone). */
 static redisReply *eval(struct lock_client *lc, enum lock_script s, const struct lock *lk,
                         const char *const *args, int nargs)
 {
-    const char *argv[8 + SCRIPT_ARGV_MAX] = {"EVALSHA",     lc->sha[s],    "5",
-                                             lk->key,       lk->fence_key, lk->wake_key,
-                                             lk->stock_key, lk->queue_key, lk->token};
-    int argc = 9;
+    const char *argv[10 + SCRIPT_ARGV_MAX] = {
+        "EVALSHA",    lc->sha[s],    "6",           lk->key,         lk->fence_key,
+        lk->wake_key, lk->stock_key, lk->queue_key, lk->handoff_key, lk->token};
+    int argc = 10;
     for (int i = 0; i < nargs && i < SCRIPT_ARGV_MAX - 1; i++)
         argv[argc++] = args[i];
     lc->sent_ms = clock_ms();
@@ -691,7 +733,7 @@ static int wait_item(struct lock_client *lc, const char *key, int64_t ms, char *
 
 /* One acquire attempt's arguments, kept across the attempts of one call. */
 struct attempt {
-    char ttl[16], want[16], woken[2], mode[2], max[8], keep[24];
+    char ttl[16], want[16], woken[2], mode[2], max[8], keep[24], left[24];
     char entry[LOCK_ENTRY_MAX];
     char reply_key[48];
 };
@@ -749,6 +791,7 @@ enum lock_status lock_acquire(struct lock_client *lc, int32_t product, int32_t w
     snprintf(lk->wake_key, sizeof lk->wake_key, "wake:product:%" PRId32, product);
     snprintf(lk->stock_key, sizeof lk->stock_key, "stock:product:%" PRId32, product);
     snprintf(lk->queue_key, sizeof lk->queue_key, "queue:product:%" PRId32, product);
+    snprintf(lk->handoff_key, sizeof lk->handoff_key, "handoff:product:%" PRId32, product);
     lk->fence = 0;
     if (q != NULL) {
         q->taken = 0;
@@ -764,7 +807,7 @@ enum lock_status lock_acquire(struct lock_client *lc, int32_t product, int32_t w
 
     struct attempt a;
     attempt_init(&a, lc, want, q, lk);
-    const char *const args[] = {a.ttl, a.want, a.woken, a.entry, a.mode, a.max, a.keep};
+    const char *const args[] = {a.ttl, a.want, a.woken, a.entry, a.mode, a.max, a.keep, a.left};
     char one[1][LOCK_ENTRY_MAX];
     struct script_reply out = {0, one, 1, 0};
     if (q != NULL && q->payload != NULL && q->batch_max > 0)
@@ -774,7 +817,10 @@ enum lock_status lock_acquire(struct lock_client *lc, int32_t product, int32_t w
         /* Validity is counted from before the request, so that the time the
          * reply took is not counted as ours. */
         lk->started_ms = clock_ms();
-        int status = run_script(lc, SCRIPT_ACQUIRE, lk, args, 7, &out, "acquire");
+        /* How long a queued purchase stays on offer: until our deadline. */
+        snprintf(a.left, sizeof a.left, "%lld",
+                 (long long)(deadline > lk->started_ms ? deadline - lk->started_ms : 1));
+        int status = run_script(lc, SCRIPT_ACQUIRE, lk, args, 8, &out, "acquire");
         switch (status) {
         case 1:
             lk->fence = out.value;

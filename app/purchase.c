@@ -315,12 +315,19 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
     const char *why;
     int64_t begun = clock_us();
     st = buy(w, &lk, &p, &out, &why);
-    w->trace.tx_us = clock_us() - begun;
     char answers[LOCK_BATCH_MAX][LOCK_ANSWER_MAX];
     int n = p.batch != NULL ? batch.n - 1 : 0;
     for (int i = 0; i < n; i++)
         combine_answer(&batch, i + 1, st, answers[i]);
-    metrics_observe_count(&w->metrics.data->batch_size, 1 + n);
+    if (st == STORE_ALONE) {
+        /* A purchase we took made the batch fail: those we took queue
+         * again (their answer is "retry"), and ours is made alone. */
+        p.batch = NULL;
+        st = buy(w, &lk, &p, &out, &why);
+    }
+    w->trace.tx_us = clock_us() - begun;
+    if (st == STORE_OK)
+        metrics_observe_count(&w->metrics.data->batch_size, p.batch != NULL ? batch.n : 1);
     int64_t stock_left = stock_after(&p, st, &out);
     if (st == STORE_OK)
         FAULT_POINT("committed");

@@ -34,12 +34,15 @@
  * (combine_close): if the batch committed, the close finds its outcome and
  * the buyer answers it; if not, the close writes a "closed" row, and a late
  * COMMIT of that batch conflicts with it and fails whole. Then the buyer
- * tries once more on its own. outcome_unknown stays where it was: a COMMIT,
- * or a close, that PostgreSQL never answered.
+ * tries once more on its own (after a Redis failure, it answers 503). A
+ * close that PostgreSQL does not answer, or refuses, leaves the outcome
+ * unknown (504), as a COMMIT that went unanswered does.
  *
  * The holder answers every purchase it took, in its release (lock.h): the
- * outcome, or "retry" if the batch made nothing definite (a lost lock: the
- * buyers queue again), or the batch's error for everyone. */
+ * outcome; or "retry" if the batch made nothing (a lost lock, or
+ * STORE_ALONE: a purchase it took made the batch fail, and the holder then
+ * makes its own alone), and the buyers queue again; or "unknown" after an
+ * unanswered COMMIT; or the batch's error for everyone. */
 #ifndef STOCK_COMBINE_H
 #define STOCK_COMBINE_H
 
@@ -61,6 +64,7 @@ struct combine_item {
     int32_t amount;
     char key[256];      /* Idempotency-Key, "" for none */
     int claimed;        /* its key was claimed by this batch (or it has none) */
+    int closed;         /* its buyer closed its token already: not made */
     struct outcome out; /* combine_allocate's answer */
 };
 
@@ -114,9 +118,10 @@ enum combine_reply combine_parse_answer(const char *text, int32_t product, int32
                                         struct outcome *out, int *problem);
 
 /* Closes a queued purchase's token in PostgreSQL and says what became of
- * it: STORE_OK with *out (200 or 409: made by a batch that committed) or
+ * it: STORE_OK with *out (200, 404 or 409, from a batch that committed) or
  * STORE_NOT_FOUND (never made, and now it cannot be); else the store's
- * failure, STORE_UNKNOWN included. */
+ * failure, STORE_UNKNOWN included. A batch in flight that holds the token
+ * past lock_timeout (STORE_BUSY) is waited for again, twice. */
 enum store_status combine_close(struct worker *w, const struct purchase *p, const char *token,
                                 struct outcome *out);
 

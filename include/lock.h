@@ -127,7 +127,7 @@ enum lock_status {
  * caller put in q->payload (combine.h: "amount:key"). */
 #define LOCK_ENTRY_MAX 320
 /* An answer left for a queued buyer: its token, ':', and the text. */
-#define LOCK_ANSWER_MAX 64
+#define LOCK_ANSWER_MAX 96
 
 /* How lock_acquire waits when the lock is busy, and what it brought back. */
 struct lock_queue {
@@ -143,14 +143,15 @@ struct lock_queue {
 };
 
 struct lock {
-    char key[32];       /* lock:product:{id}; empty for no lock */
-    char fence_key[32]; /* fence:product:{id} */
-    char wake_key[32];  /* wake:product:{id} */
-    char stock_key[32]; /* stock:product:{id} */
-    char queue_key[32]; /* queue:product:{id} */
-    char token[33];     /* 32 hex digits */
-    int64_t fence;      /* this grant's fence: larger than any before it */
-    int64_t started_ms; /* CLOCK_MONOTONIC when the granting request was sent */
+    char key[32];         /* lock:product:{id}; empty for no lock */
+    char fence_key[32];   /* fence:product:{id} */
+    char wake_key[32];    /* wake:product:{id} */
+    char stock_key[32];   /* stock:product:{id} */
+    char queue_key[32];   /* queue:product:{id} */
+    char handoff_key[32]; /* handoff:product:{id} */
+    char token[33];       /* 32 hex digits */
+    int64_t fence;        /* this grant's fence: larger than any before it */
+    int64_t started_ms;   /* CLOCK_MONOTONIC when the granting request was sent */
 };
 
 enum lock_script { SCRIPT_ACQUIRE, SCRIPT_RELEASE, SCRIPT_REFENCE, SCRIPT_COUNT };

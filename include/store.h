@@ -37,6 +37,10 @@ enum store_status {
     STORE_UNAVAILABLE,  /* PostgreSQL unreachable, restarting or timing out */
     STORE_UNKNOWN,      /* the connection broke while a purchase was in flight:
                            it may or may not have committed */
+    STORE_ALONE,        /* a batch (combine.h) failed for one of the purchases it
+                           took (a key its first request still holds, a token
+                           its buyer closed): nothing committed; make the
+                           holder's own purchase alone */
     STORE_ERROR         /* anything else: a bug or a broken schema */
 };
 
@@ -123,9 +127,10 @@ enum store_status store_buy(struct store *st, const struct purchase *p, struct o
  * (combine_allocate). STORE_OK then means the batch is allocated, whatever
  * each purchase's outcome (out is the holder's own; status 0 if its key was
  * used before), and store_commit() writes it all and commits, in one more
- * round trip. Its other answers are store_buy's: STORE_FENCED (out->fence),
- * STORE_KEY_BUSY (a key's first request still holds it), STORE_BUSY, and
- * failures; nothing is left open after them. */
+ * round trip. Purchases whose buyer closed its token already (combine.h)
+ * are left out. Its other answers are store_buy's: STORE_FENCED
+ * (out->fence), STORE_BUSY, and failures, and STORE_ALONE when a key's first
+ * request still holds it; nothing is left open after them. */
 
 /* Starts a new fence epoch for product: raises its fence, in PostgreSQL and
  * committed at once, to the next multiple of 2^32, and returns it in *fence.
@@ -138,7 +143,7 @@ enum store_status store_new_epoch(struct store *st, int32_t product, int64_t *fe
 
 /* Commits the purchase store_buy() left open. STORE_OK once PostgreSQL has
  * confirmed the COMMIT; STORE_UNKNOWN if it never said. A batch's writes go
- * in the same round trip; if they fail, nothing is committed: STORE_FENCED
+ * in the same round trip; if they fail, nothing is committed: STORE_ALONE
  * when a waiting buyer closed its token meanwhile (combine.h) or the row
  * moved, else the failure. */
 enum store_status store_commit(struct store *st);

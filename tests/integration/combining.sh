@@ -12,6 +12,10 @@ batched() {
              END {print all - one}'
 }
 
+# key ID I: buyer I's Idempotency-Key, with the characters a PostgreSQL
+# array literal must escape.
+key() { printf 'comb-%s-%s-%s "a\\,{b} c"' "$$" "$1" "$2"; }
+
 # rush ID N: N buyers at once; buyer i asks for 1 + i % 4 units, every other
 # one with an Idempotency-Key, and 1 in 10 hangs up after 50 ms. Each answer
 # is "i amount status body" in $TMP/answers.
@@ -20,7 +24,7 @@ rush() {
     for ((i = 0; i < n; i++)); do
         args+=(-o "$TMP/r.$i" -w "$i $((1 + i % 4)) %{http_code}\n" -X POST
             -H 'Content-Type: application/json' -d "{\"amount\": $((1 + i % 4))}")
-        ((i % 2)) && args+=(-H "Idempotency-Key: comb-$$-$id-$i")
+        ((i % 2)) && args+=(-H "Idempotency-Key: $(key "$id" "$i")")
         ((i % 10 == 5)) && args+=(--max-time 0.05)
         args+=("$BASE_URL/buy/$id")
         ((i < n - 1)) && args+=(--next)
@@ -84,8 +88,32 @@ same "no lock, queue, reply or taken key is left in Redis" \
 
 # Replays of combined keyed purchases answer what the batch answered.
 read -r i amount _ body < <(awk '$3 == 200 && $1 % 2 == 1' "$TMP/answers" | head -n 1)
-buy "/buy/$P" "{\"amount\": $amount}" -H "Idempotency-Key: comb-$$-$P-$i"
+buy "/buy/$P" "{\"amount\": $amount}" -H "Idempotency-Key: $(key "$P" "$i")"
 same "a combined keyed purchase, sent again, is replayed as first answered" \
     "$(jq -c . <<<"$BODY")" "$(jq -c . <<<"$body")"
+
+# The same key twice in one batch: two buyers with one key queue behind a
+# holder (a fake one, here); whoever takes the lock takes the other with
+# it, and the key is claimed once: one order, answered to both, the second
+# as a replay.
+P=$(new_product "One key, twice" 10)
+rcli SET "lock:product:$P" fake PX 60000 >/dev/null
+for b in 1 2; do
+    curl -s -D "$TMP/twice-h.$b" -o "$TMP/twice.$b" -X POST "$BASE_URL/buy/$P" \
+        -H 'Content-Type: application/json' -H "Idempotency-Key: twice-$$" -d '{"amount": 2}' &
+done
+for ((i = 0; i < 200; i++)); do
+    [[ $(rcli LLEN "queue:product:$P") == 2 ]] && break
+    sleep 0.05
+done
+same "both buyers queued" "$(rcli LLEN "queue:product:$P")" 2
+rcli DEL "lock:product:$P" >/dev/null
+wait
+same "one order for the key, of 2 units" "$(sql "SELECT COUNT(*) || ' ' || SUM(amount) FROM orders WHERE product_id = $P")" "1 2"
+same "both answered 200 with that order" \
+    "$(jq -r '.order_id' "$TMP/twice.1" "$TMP/twice.2" | sort -u | tr '\n' ' ')" \
+    "$(sql "SELECT order_id FROM idempotency_keys WHERE key = 'twice-$$'") "
+same "one of them as a replay (Idempotent-Replayed)" \
+    "$(cat "$TMP/twice-h.1" "$TMP/twice-h.2" | grep -ci '^idempotent-replayed: true')" 1
 
 finish

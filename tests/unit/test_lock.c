@@ -176,7 +176,7 @@ struct fake_plan {
     int busy_releases; /* answer this many releases -BUSY, as Redis running a long script */
 };
 
-#define FAKE_ARGS   16
+#define FAKE_ARGS   18
 #define FAKE_TOKENS 4
 
 struct fake {
@@ -310,12 +310,12 @@ static const char *fake_answer(struct fake *f, char args[FAKE_ARGS][64], int n, 
         note(f, "p");
         return "+PONG\r\n";
     }
-    /* EVALSHA sha 5 KEYS[1..5] token ARGV...: 7 more for an acquire, 3
+    /* EVALSHA sha 6 KEYS[1..6] token ARGV...: 8 more for an acquire, 3
      * for a release without answers. */
-    if (strcmp(args[0], "EVALSHA") == 0 && n == 16 && args[1][0] - '0' == SCRIPT_ACQUIRE)
-        return fake_acquire(f, token_number(f, args[8]));
-    if (strcmp(args[0], "EVALSHA") == 0 && n == 12 && args[1][0] - '0' == SCRIPT_RELEASE)
-        return fake_release(f, token_number(f, args[8]));
+    if (strcmp(args[0], "EVALSHA") == 0 && n == 18 && args[1][0] - '0' == SCRIPT_ACQUIRE)
+        return fake_acquire(f, token_number(f, args[9]));
+    if (strcmp(args[0], "EVALSHA") == 0 && n == 13 && args[1][0] - '0' == SCRIPT_RELEASE)
+        return fake_release(f, token_number(f, args[9]));
     note(f, "?%s", args[0]);
     return "-ERR unexpected\r\n";
 }
