@@ -61,8 +61,8 @@ void combine_allocate(struct combine_batch *b, int found, int64_t stock, const i
         memset(o, 0, sizeof *o);
         o->order.product_id = b->product;
         o->order.amount = it->amount;
-        if (!it->claimed || it->closed)
-            continue; /* status 0: answered from its key, or gone */
+        if (!it->claimed)
+            continue; /* status 0: answered from its key */
         if (!found) {
             o->status = 404;
         } else if (it->amount <= stock) {
@@ -122,9 +122,9 @@ void combine_answer(const struct combine_batch *b, int i, enum store_status st,
 {
     char text[LOCK_ANSWER_MAX - 33];
     answer_text(&b->items[i], st, text, sizeof text);
-    /* A closed token's buyer is gone; and "unknown", rather than an answer
-     * cut short, makes a buyer ask PostgreSQL. */
-    if (b->items[i].closed || strlen(text) + 1 >= sizeof text)
+    /* "unknown", rather than an answer cut short, makes a buyer ask
+     * PostgreSQL. */
+    if (strlen(text) + 1 >= sizeof text)
         snprintf(text, sizeof text, "unknown");
     snprintf(out, LOCK_ANSWER_MAX, "%.32s:%s", b->items[i].token, text);
 }

@@ -64,7 +64,6 @@ struct combine_item {
     int32_t amount;
     char key[256];      /* Idempotency-Key, "" for none */
     int claimed;        /* its key was claimed by this batch (or it has none) */
-    int closed;         /* its buyer closed its token already: not made */
     struct outcome out; /* combine_allocate's answer */
 };
 

@@ -127,8 +127,7 @@ enum store_status store_buy(struct store *st, const struct purchase *p, struct o
  * (combine_allocate). STORE_OK then means the batch is allocated, whatever
  * each purchase's outcome (out is the holder's own; status 0 if its key was
  * used before), and store_commit() writes it all and commits, in one more
- * round trip. Purchases whose buyer closed its token already (combine.h)
- * are left out. Its other answers are store_buy's: STORE_FENCED
+ * round trip. Its other answers are store_buy's: STORE_FENCED
  * (out->fence), STORE_BUSY, and failures, and STORE_ALONE when a key's first
  * request still holds it; nothing is left open after them. */
 

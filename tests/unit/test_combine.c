@@ -78,18 +78,6 @@ static void a_used_key_takes_no_stock_and_no_order_id(void)
           b.items[2].out.order.remaining == 0);
 }
 
-static void a_closed_token_takes_no_stock(void)
-{
-    const int32_t amounts[] = {1, 2, 1};
-    const int64_t ids[] = {5, 6, 7};
-    struct combine_batch b;
-    batch_of(&b, amounts, 3);
-    b.items[1].closed = 1;
-    combine_allocate(&b, 1, 2, ids);
-    CHECK(b.items[1].out.status == 0 && b.sold == 2 && b.stock == 0);
-    CHECK(b.items[2].out.status == 200 && b.items[2].out.order.id == 6);
-}
-
 static void a_missing_product_is_404_for_all(void)
 {
     const int32_t amounts[] = {1, 1};
@@ -123,10 +111,6 @@ static void answers_round_trip(void)
     CHECK(strcmp(answer, TOKEN ":retry") == 0);
     combine_answer(&b, 1, STORE_ALONE, answer);
     CHECK(strcmp(answer, TOKEN ":retry") == 0);
-    b.items[2].closed = 1;
-    combine_answer(&b, 2, STORE_OK, answer);
-    CHECK(strcmp(answer, TOKEN ":unknown") == 0);
-    b.items[2].closed = 0;
     combine_answer(&b, 1, STORE_UNKNOWN, answer);
     CHECK(combine_parse_answer(answer + 33, 7, 2, &o, &problem) == COMBINE_CLOSE);
     combine_answer(&b, 1, STORE_UNAVAILABLE, answer);
@@ -153,7 +137,6 @@ void suite_combine(void)
     RUN(an_entry_this_version_did_not_write_is_refused);
     RUN(a_batch_is_allocated_in_arrival_order_as_one_by_one);
     RUN(a_used_key_takes_no_stock_and_no_order_id);
-    RUN(a_closed_token_takes_no_stock);
     RUN(a_missing_product_is_404_for_all);
     RUN(answers_round_trip);
     RUN(a_malformed_answer_is_not_taken_for_an_outcome);
