@@ -2,25 +2,34 @@
 # bench.sh -- make bench: the purchase path under load, measured side by side
 # with its ceilings, in one run, on a stack of its own.
 #
-# Workloads (BENCH_SECONDS each, 10 by default):
-#   hot     64 connections buying 1 unit of one product
-#   spread  64 connections buying from 1000 products at random
-#   storm   4 x all workers' connections on one product, while one connection
-#           (the probe) buys cold products; the probe is reported apart
-#   ceilings, measured in the same run:
-#     pgbench hot     the service's purchase transaction, 1 client, one product
-#     pgbench spread  the same, 64 clients over 1000 products
-#     nginx static    nginx answering a static 200, same configuration
-# Per workload: successful purchases/s, answers by status, p50/p90/p99
-# latency, and Redis commands (INFO commandstats) per purchase made (counted
-# in PostgreSQL, so requests still in flight at the end do not skew it). Then
-# the ratios the targets are about, the workers' RSS, a JSON file and a PNG
+# Each workload runs BENCH_SECONDS (10 by default). A single pass decides
+# nothing on a shared machine (CPU steal moved one ratio 5x within an hour),
+# so the workloads whose ratios are the targets run in BENCH_ROUNDS rounds
+# (3 by default), alternating with their ceilings, and the table reports
+# each ratio's median with its range:
+#   hot off     64 connections buying 1 unit of one product, combining off
+#               (COMBINE_MAX=0: one purchase per lock grant)
+#   hot on      the same, combining on (COMBINE_MAX, include/combine.h)
+#   spread      64 connections buying from 1000 products at random
+#   ceilings    pgbench hot (the purchase transaction, 1 client, one
+#               product), pgbench spread (64 clients, 1000 products), the
+#               responders' round trip (64 connections asking a path the
+#               responder answers 404 without Redis or PostgreSQL), and
+#               nginx answering a static 200
+# Once per run: uncontended (1 connection, cold products) with combining
+# off and on, and the storm (4 x all workers' connections on one product)
+# with a probe buying cold products beside it.
+# Per workload: purchases/s, answers by status, p50/p90/p99, Redis commands
+# per purchase made (counted in PostgreSQL), and the CPU steal while it ran
+# (from /proc/stat; a warning above 10 %). With combining on, the batch
+# sizes (stock_batch_size). Then the workers' RSS, a JSON file and a PNG
 # chart under tests/bench/results/.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT" || exit 1
 SECS=${BENCH_SECONDS:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
 OUT=$ROOT/tests/bench/results
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
@@ -32,7 +41,7 @@ RUN_DIR=$BENCH_DIR/stack
 read -r PORT PGPORT REDIS_PORT <<<"$(tests/stack/free-port.sh 3 | tr '\n' ' ')"
 export STOCK_BIN=$ROOT/build/stock-fcgi
 # The stack's defaults unless set (tests/stack/stack.sh checks them).
-WORKERS=${WORKERS:-12} OVERFLOW_WORKERS=${OVERFLOW_WORKERS:-4} PER_PRODUCT=${PER_PRODUCT:-2}
+WORKERS=${WORKERS:-12} OVERFLOW_WORKERS=${OVERFLOW_WORKERS:-32} PER_PRODUCT=${PER_PRODUCT:-2}
 export WORKERS OVERFLOW_WORKERS PER_PRODUCT
 ALL_WORKERS=$((WORKERS + OVERFLOW_WORKERS))
 POOLS="$WORKERS + $OVERFLOW_WORKERS workers, $PER_PRODUCT per product"
@@ -91,105 +100,200 @@ wrk_run() {
     ((conns < threads)) && threads=$conns
     calls=$(redis_calls)
     sold=$(sold "$first" "$last")
+    cpu_begin
     wrk -t "$threads" -c "$conns" -d "${SECS}s" --timeout 30s -s tests/bench/buy.lua "$URL" \
         -- "$first" "$last" | tail -n 1 >"$BENCH_DIR/$name.json"
+    local steal
+    steal=$(cpu_steal)
     settle
     jq -c --argjson redis $(($(redis_calls) - calls)) --argjson sold $(($(sold "$first" "$last") - sold)) \
-        '. + {redis_calls: $redis, purchases_made: $sold}' "$BENCH_DIR/$name.json" \
-        >"$BENCH_DIR/$name.tmp" && mv "$BENCH_DIR/$name.tmp" "$BENCH_DIR/$name.json"
+        --argjson steal "$steal" '. + {redis_calls: $redis, purchases_made: $sold, steal_pct: $steal}' \
+        "$BENCH_DIR/$name.json" >"$BENCH_DIR/$name.tmp" && mv "$BENCH_DIR/$name.tmp" "$BENCH_DIR/$name.json"
+}
+
+# CPU steal while a workload ran, in percent of all CPU time, from the
+# "cpu" line of /proc/stat (user nice system idle iowait irq softirq steal).
+cpu_begin() { CPU_BEGIN=$(head -n 1 /proc/stat); }
+cpu_steal() {
+    awk -v a="$CPU_BEGIN" -v b="$(head -n 1 /proc/stat)" 'BEGIN {
+        n = split(a, x); split(b, y)
+        for (i = 2; i <= 9 && i <= n; i++) total += y[i] - x[i]
+        printf "%.1f", (total > 0 ? 100 * (y[9] - x[9]) / total : 0) }'
+}
+
+# rps_run NAME PATH: requests/s of 64 connections asking PATH (GET).
+rps_run() {
+    local steal rps
+    cpu_begin
+    rps=$(wrk -t 2 -c 64 -d "${SECS}s" "$URL$2" | sed -n 's/^Requests\/sec: *//p')
+    steal=$(cpu_steal)
+    jq -n --argjson rps "${rps:-0}" --argjson steal "$steal" '{rps: $rps, steal_pct: $steal}' \
+        >"$BENCH_DIR/$1.json"
+}
+
+# combining MAX: the pools run with COMBINE_MAX=MAX (restarted if they ran
+# with another). Their metrics start again from zero with them.
+COMBINING=
+combining() {
+    [[ $COMBINING == "$1" ]] && return 0
+    "$STACK" stop app >/dev/null 2>&1
+    COMBINE_MAX=$1 "$STACK" up >/dev/null || exit 1
+    COMBINING=$1
+}
+
+# batch_sizes: the stock_batch_size buckets so far, as a JSON object
+# {"1": n, "2": n, ..., "+Inf": n} (cumulative, as Prometheus has them).
+batch_sizes() {
+    curl -s "$URL/metrics" | sed -n 's/^stock_batch_size_bucket{le="\([^"]*\)"} \([0-9]*\)$/\1 \2/p' |
+        jq -Rn '[inputs | split(" ") | {(.[0]): (.[1] | tonumber)}] | add // {}'
 }
 
 # pgbench_run NAME CLIENTS FIRST LAST
 pgbench_run() {
     local name=$1 clients=$2 first=$3 last=$4 out
+    cpu_begin
     out=$(pgbench -n -M prepared -c "$clients" -j 2 -T "$SECS" -h "$SOCK" -p "$PGPORT" -U postgres \
         -D first="$first" -D last="$last" -f tests/bench/buy.sql redisdistributedlock 2>&1)
     jq -n --arg tps "$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")" \
         --arg lat "$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")" \
-        '{tps: ($tps | tonumber), latency_avg_ms: ($lat | tonumber)}' >"$BENCH_DIR/$name.json"
+        --argjson steal "$(cpu_steal)" \
+        '{tps: ($tps | tonumber), latency_avg_ms: ($lat | tonumber), steal_pct: $steal}' \
+        >"$BENCH_DIR/$name.json"
 }
 
-echo "bench: $POOLS, ${SECS}s per workload, $(nproc) cores"
-echo "bench: hot";            wrk_run hot 64 "$HOT" "$HOT"
-echo "bench: spread";         wrk_run spread 64 "$SPREAD" $((SPREAD + 999))
-echo "bench: storm + probe"
+COMBINE_ON=${COMBINE_MAX:-$(sed -n 's/^#define COMBINE_MAX_DEFAULT *//p' include/combine.h)}
+echo "bench: $POOLS, COMBINE_MAX $COMBINE_ON, ${SECS}s per workload, $ROUNDS rounds, $(nproc) cores"
+for ((r = 1; r <= ROUNDS; r++)); do
+    echo "bench: round $r of $ROUNDS: hot and uncontended with combining off, then on; ceilings"
+    combining 0
+    wrk_run "r$r-hot_off" 64 "$HOT" "$HOT"
+    wrk_run "r$r-single_off" 1 "$SPREAD" $((SPREAD + 999))
+    combining "$COMBINE_ON"
+    wrk_run "r$r-single_on" 1 "$SPREAD" $((SPREAD + 999))
+    before=$(batch_sizes)
+    wrk_run "r$r-hot_on" 64 "$HOT" "$HOT"
+    jq -n --argjson a "$before" --argjson b "$(batch_sizes)" \
+        '$b | with_entries(.value -= ($a[.key] // 0))' >"$BENCH_DIR/r$r-batch.json"
+    pgbench_run "r$r-pg_hot" 1 "$PG_HOT" "$PG_HOT"
+    wrk_run "r$r-spread" 64 "$SPREAD" $((SPREAD + 999))
+    pgbench_run "r$r-pg_spread" 64 "$PG_SPREAD" $((PG_SPREAD + 999))
+    rps_run "r$r-responders" /bench/none
+    rps_run "r$r-static" /bench/static
+    jq -n --slurpfile w <(for n in hot_off single_off single_on hot_on batch pg_hot spread pg_spread \
+        responders static; do jq -c --arg n "$n" '{($n): .}' "$BENCH_DIR/r$r-$n.json"; done) \
+        '$w | add' >"$BENCH_DIR/round-$r.json"
+done
+echo "bench: storm + probe (combining on)"
 wrk_run storm $((4 * ALL_WORKERS)) "$HOT" "$HOT" &
 storm=$!
 wrk_run probe 1 "$COLD" $((COLD + 999))
 wait "$storm"
-echo "bench: uncontended";    wrk_run single 1 "$SPREAD" $((SPREAD + 999))
-echo "bench: pgbench hot";    pgbench_run pg_hot 1 "$PG_HOT" "$PG_HOT"
-echo "bench: pgbench spread"; pgbench_run pg_spread 64 "$PG_SPREAD" $((PG_SPREAD + 999))
-echo "bench: nginx static"
-wrk -t 2 -c 64 -d "${SECS}s" "$URL/bench/static" | sed -n 's/^Requests\/sec: *//p' |
-    jq -R '{rps: tonumber}' >"$BENCH_DIR/static.json"
 
-rss=$(for pool in app overflow; do
-    for p in $(cat /proc/"$(cat "$RUN_DIR/$pool.pid")"/task/*/children); do
-        awk '/^VmRSS/ {print $2}' "/proc/$p/status"
-    done
-done | sort -n | tail -n 1)
+# Memory: every responder's RSS (the largest), and all of them together as
+# PSS (RSS counts the pages they share, the libraries, once per process).
+responders() {
+    for pool in app overflow; do cat /proc/"$(cat "$RUN_DIR/$pool.pid")"/task/*/children; done
+}
+rss=$(for p in $(responders); do awk '/^VmRSS/ {print $2}' "/proc/$p/status"; done | sort -n)
+pss=$(for p in $(responders); do awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup"; done |
+    awk '{s += $1} END {print s + 0}')
 
 jq -n --arg stamp "$STAMP" --arg pools "$POOLS" --argjson workers "$ALL_WORKERS" --argjson secs "$SECS" \
-    --argjson cores "$(nproc)" --argjson rss_kib "${rss:-0}" \
-    --slurpfile hot "$BENCH_DIR/hot.json" --slurpfile spread "$BENCH_DIR/spread.json" \
-    --slurpfile storm "$BENCH_DIR/storm.json" --slurpfile probe "$BENCH_DIR/probe.json" \
-    --slurpfile single "$BENCH_DIR/single.json" --slurpfile pg_hot "$BENCH_DIR/pg_hot.json" \
-    --slurpfile pg_spread "$BENCH_DIR/pg_spread.json" --slurpfile static "$BENCH_DIR/static.json" '
+    --argjson cores "$(nproc)" --argjson combine_max "$COMBINE_ON" \
+    --argjson rss_kib "$(tail -n 1 <<<"$rss")" --argjson rss_total_kib "$(awk '{s += $1} END {print s + 0}' <<<"$rss")" --argjson pss_kib "$pss" \
+    --slurpfile rounds <(cat "$BENCH_DIR"/round-*.json) \
+    --slurpfile storm "$BENCH_DIR/storm.json" --slurpfile probe "$BENCH_DIR/probe.json" '
     def ok($w): ($w.statuses["200"] // 0);
     def per_s($w): (ok($w) / ($w.duration_us / 1e6));
     def cmds($w): (if $w.purchases_made > 0 then $w.redis_calls / $w.purchases_made else null end);
-    {stamp: $stamp, pools: $pools, workers: $workers, seconds: $secs, cores: $cores,
-     workloads: {hot: $hot[0], spread: $spread[0], storm: $storm[0], probe: $probe[0],
-                 uncontended: $single[0]},
-     ceilings: {pgbench_hot_tps: $pg_hot[0].tps, pgbench_spread_tps: $pg_spread[0].tps,
-                nginx_static_rps: $static[0].rps},
-     purchases_per_s: {hot: per_s($hot[0]), spread: per_s($spread[0]), storm: per_s($storm[0]),
-                       probe: per_s($probe[0]), uncontended: per_s($single[0])},
-     redis_commands_per_purchase: {hot: cmds($hot[0]), spread: cmds($spread[0]),
-                                   uncontended: cmds($single[0])},
-     ratios: {hot_vs_pgbench_hot: (per_s($hot[0]) / $pg_hot[0].tps),
-              spread_vs_pgbench_spread: (per_s($spread[0]) / $pg_spread[0].tps),
-              hot_p99_vs_p50: ($hot[0].latency_us.p99 / $hot[0].latency_us.p50)},
-     worker_rss_max_kib: $rss_kib}' >"$OUT/bench-$STAMP.json"
+    def median: sort | if length % 2 == 1 then .[length / 2 | floor]
+                       else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+    def stats: {median: median, min: min, max: max};
+    ($rounds | map({
+        hot_on: per_s(.hot_on), hot_off: per_s(.hot_off), spread: per_s(.spread),
+        single_on_p50_ms: (.single_on.latency_us.p50 / 1000),
+        single_off_p50_ms: (.single_off.latency_us.p50 / 1000),
+        pgbench_hot: .pg_hot.tps, pgbench_spread: .pg_spread.tps,
+        responders: .responders.rps, nginx_static: .static.rps,
+        hot_on_vs_pgbench_hot: (per_s(.hot_on) / .pg_hot.tps),
+        hot_off_vs_pgbench_hot: (per_s(.hot_off) / .pg_hot.tps),
+        hot_on_vs_hot_off: (per_s(.hot_on) / per_s(.hot_off)),
+        hot_on_vs_spread: (per_s(.hot_on) / per_s(.spread)),
+        spread_vs_pgbench_spread: (per_s(.spread) / .pg_spread.tps),
+        hot_on_vs_responders: (per_s(.hot_on) / .responders.rps),
+        spread_vs_responders: (per_s(.spread) / .responders.rps),
+        hot_on_p99_vs_p50: (.hot_on.latency_us.p99 / .hot_on.latency_us.p50),
+        single_p50_on_vs_off: (.single_on.latency_us.p50 / .single_off.latency_us.p50),
+        hot_on_lock_timeouts: ((.hot_on.statuses["429 lock_timeout"] // 0) +
+                               (.hot_on.statuses["503 lock_timeout"] // 0)),
+        redis_cmds_single_on: cmds(.single_on), redis_cmds_hot_on: cmds(.hot_on),
+        max_steal_pct: ([.[] | .steal_pct? // empty] | max)})) as $per_round
+    | {stamp: $stamp, pools: $pools, workers: $workers, combine_max: $combine_max, seconds: $secs,
+       cores: $cores, rounds: $rounds, per_round: $per_round,
+       medians: ($per_round[0] | keys | map({(.): ([$per_round[][.]] | stats)}) | add),
+       batch_sizes: ($rounds | map(.batch) | reduce .[] as $b ({}; reduce ($b | keys[]) as $k (.;
+                     .[$k] += $b[$k]))),
+       storm: $storm[0], probe: $probe[0], storm_per_s: per_s($storm[0]),
+       worker_rss_max_kib: $rss_kib, workers_rss_total_kib: $rss_total_kib,
+       workers_pss_total_kib: $pss_kib}' >"$OUT/bench-$STAMP.json"
 
-# The table.
+# The tables: each round's rates and steal, then the medians of the ratios.
 jq -r '
     def r2: (. * 100 | round) / 100;
-    def row($n; $w; $ps; $c): [$n, ($ps | floor | tostring),
-        ($w.statuses | to_entries | map("\(.value) \(.key)") | join(", ")),
-        (($w.latency_us.p50 / 1000 * 100 | round) / 100 | tostring),
-        (($w.latency_us.p90 / 1000 * 100 | round) / 100 | tostring),
-        (($w.latency_us.p99 / 1000 * 100 | round) / 100 | tostring),
-        (if $c == null then "-" else ($c | r2 | tostring) end)] | @tsv;
-    "workload\tpurchases/s\tanswers\tp50 ms\tp90 ms\tp99 ms\tredis cmds/purchase",
-    row("hot (64 conns)"; .workloads.hot; .purchases_per_s.hot; .redis_commands_per_purchase.hot),
-    row("spread (64 conns, 1000 products)"; .workloads.spread; .purchases_per_s.spread;
-        .redis_commands_per_purchase.spread),
-    row("storm (\(.workers * 4) conns, hot)"; .workloads.storm; .purchases_per_s.storm; null),
-    row("probe (1 conn, cold, during storm)"; .workloads.probe; .purchases_per_s.probe; null),
-    row("uncontended (1 conn)"; .workloads.uncontended; .purchases_per_s.uncontended;
-        .redis_commands_per_purchase.uncontended),
-    "",
-    "ceiling\trate/s",
-    "pgbench hot (1 client)\t\(.ceilings.pgbench_hot_tps | floor)",
-    "pgbench spread (64 clients)\t\(.ceilings.pgbench_spread_tps | floor)",
-    "nginx static 200\t\(.ceilings.nginx_static_rps | floor)",
-    "",
-    "ratio\tvalue\ttarget",
-    "hot / pgbench hot\t\((.ratios.hot_vs_pgbench_hot * 100 | round) / 100)\t>= 0.5",
-    "spread / pgbench spread\t\((.ratios.spread_vs_pgbench_spread * 100 | round) / 100)\t>= 0.4",
-    "hot p99 / p50\t\((.ratios.hot_p99_vs_p50 * 10 | round) / 10)\t<= 64",
-    "hot lock_timeout answers\t\(.workloads.hot.statuses["503 lock_timeout"] // 0)\t0",
-    "redis cmds/purchase uncontended\t\(.redis_commands_per_purchase.uncontended | r2)\t<= 3",
-    "redis cmds/purchase hot\t\(.redis_commands_per_purchase.hot | r2)\t<= 4",
-    "probe failures\t\(.workloads.probe.requests - (.workloads.probe.statuses["200"] // 0))\t0",
-    "probe p99 ms\t\(.workloads.probe.latency_us.p99 / 1000)\t< 50",
-    "worker RSS max MiB\t\((.worker_rss_max_kib / 1024 * 10 | round) / 10)\t<= 8"
+    def ms: (. / 1000 * 100 | round) / 100;
+    "round\tworkload\tpurchases/s\tanswers\tp50 ms\tp99 ms\tsteal %",
+    (.rounds | to_entries[] | (.key + 1) as $r | .value | to_entries[]
+        | select(.value.statuses? != null)
+        | [$r, .key, ((.value.statuses["200"] // 0) / (.value.duration_us / 1e6) | floor),
+           (.value.statuses | to_entries | map("\(.value) \(.key)") | join(", ")),
+           (.value.latency_us.p50 | ms), (.value.latency_us.p99 | ms), .value.steal_pct] | @tsv),
+    (.rounds | to_entries[] | (.key + 1) as $r | .value | to_entries[]
+        | select(.value.statuses? == null and .key != "batch")
+        | [$r, .key, (.value.tps // .value.rps | floor), "(ceiling)", "", "", .value.steal_pct] | @tsv)
     ' "$OUT/bench-$STAMP.json" | column -t -s $'\t'
+echo
+jq -r '"transactions of the hot product with combining on, by purchases made (all rounds):",
+    (.batch_sizes | to_entries | map(select(.key != "+Inf") | {n: (.key | tonumber), c: .value})
+        | sort_by(.n) | . as $b | [range(0; length)] | map(
+            (if . == 0 then 1 else $b[. - 1].n + 1 end) as $lo
+            | "\(if $lo == $b[.].n then "\($lo)" else "\($lo)-\($b[.].n)" end): \($b[.].c - (if . == 0 then 0 else $b[. - 1].c end))")
+        | join(", "))' "$OUT/bench-$STAMP.json"
+echo
+jq -r '
+    def r2: (. * 100 | round) / 100;
+    "median over rounds [min - max]\tvalue\ttarget",
+    (.medians as $m | [
+        ["hot on / pgbench hot (1 client)", "hot_on_vs_pgbench_hot", ">= 1.5"],
+        ["hot on / spread", "hot_on_vs_spread", ">= 1"],
+        ["spread / pgbench spread", "spread_vs_pgbench_spread", ">= 0.6"],
+        ["hot on / hot off", "hot_on_vs_hot_off", "> 1"],
+        ["hot off / pgbench hot", "hot_off_vs_pgbench_hot", "(today)"],
+        ["hot on / responders round trip", "hot_on_vs_responders", "< 1"],
+        ["spread / responders round trip", "spread_vs_responders", "< 1"],
+        ["hot on p99 / p50", "hot_on_p99_vs_p50", "<= 4"],
+        ["hot on lock_timeout answers", "hot_on_lock_timeouts", "0"],
+        ["uncontended p50 on / off", "single_p50_on_vs_off", "<= 1.1"],
+        ["uncontended p50 ms, on", "single_on_p50_ms", ""],
+        ["redis cmds/purchase uncontended, on", "redis_cmds_single_on", "<= 2"],
+        ["redis cmds/purchase hot, on", "redis_cmds_hot_on", ""],
+        ["responders round trip /s", "responders", "(ceiling)"],
+        ["nginx static /s", "nginx_static", "(ceiling)"],
+        ["steal %, worst workload of the round", "max_steal_pct", "< 10"]][]
+        | . as [$name, $k, $target] | $m[$k]
+        | [$name, "\(.median | r2) [\(.min | r2) - \(.max | r2)]", $target] | @tsv),
+    "",
+    "storm (\(.workers * 4) conns, hot)\t\(.storm_per_s | floor)/s\t\(.storm.statuses | to_entries | map("\(.value) \(.key)") | join(", "))",
+    "probe failures\t\(.probe.requests - (.probe.statuses["200"] // 0))\t0",
+    "probe p99 ms\t\(.probe.latency_us.p99 / 1000)\t< 50",
+    "worker RSS max MiB\t\((.worker_rss_max_kib / 1024 * 10 | round) / 10)\t<= 8",
+    "all \(.workers) workers PSS MiB (RSS)\t\((.workers_pss_total_kib / 1024 * 10 | round) / 10) (\((.workers_rss_total_kib / 1024 * 10 | round) / 10))\t"
+    ' "$OUT/bench-$STAMP.json" | column -t -s $'\t'
+jq -r '[.rounds[][] | .steal_pct? // empty] | max | select(. > 10)
+    | "bench: WARNING: CPU steal reached \(.)% during a workload: the machine was shared; compare rounds"' \
+    "$OUT/bench-$STAMP.json"
 
 # The chart: p50/p90/p99 per workload, log scale.
-jq -r '.workloads | to_entries[] |
+jq -r '.rounds[-1] + {storm: .storm, probe: .probe} | to_entries[] | select(.value.latency_us? != null) |
     "\(.key) \(.value.latency_us.p50 / 1000) \(.value.latency_us.p90 / 1000) \(.value.latency_us.p99 / 1000)"' \
     "$OUT/bench-$STAMP.json" >"$BENCH_DIR/latency.dat"
 gnuplot <<GP

@@ -25,7 +25,7 @@
 #   PGPORT      PostgreSQL's port          (default 5433)
 #   REDIS_PORT  Redis's port               (default 6380)
 #   WORKERS     responders in the main pool  (default 12)
-#   OVERFLOW_WORKERS responders in the overflow pool (default 4)
+#   OVERFLOW_WORKERS responders in the overflow pool (default 32)
 #   PER_PRODUCT requests for one product the main pool takes at once;
 #               the rest go to the overflow pool (default 2)
 #   RATE_LIMIT  requests a second per client address, bursts of as many
@@ -87,7 +87,7 @@ PORT=$(setting PORT 3000 1 65535)
 PGPORT=$(setting PGPORT 5433 1 65535)
 REDIS_PORT=$(setting REDIS_PORT 6380 1 65535)
 WORKERS=$(setting WORKERS 12 1 256)
-OVERFLOW_WORKERS=$(setting OVERFLOW_WORKERS 4 1 256)
+OVERFLOW_WORKERS=$(setting OVERFLOW_WORKERS 32 1 256)
 PER_PRODUCT=$(setting PER_PRODUCT 2 1 256)
 RATE_LIMIT=$(setting RATE_LIMIT 0 0 100000)
 METRICS_ALLOW=${METRICS_ALLOW:-127.0.0.1}
