@@ -256,6 +256,32 @@ static enum lock_status take_lock(struct worker *w, const struct purchase *p, st
     }
 }
 
+/* buy(), with the queued purchases the lock brought (q) in the same
+ * transaction, as batch; their answers, for the release, in answers[0..*n).
+ * If one of them makes the batch fail, ours is made alone. */
+static enum store_status buy_with_queued(struct worker *w, struct lock *lk, struct purchase *p,
+                                         const struct lock_queue *q, struct combine_batch *batch,
+                                         char (*answers)[LOCK_ANSWER_MAX], int *n,
+                                         struct outcome *out, const char **why)
+{
+    if (q->taken > 0) {
+        combine_start(batch, p, q->batch, q->taken);
+        p->batch = batch;
+    }
+    enum store_status st = buy(w, lk, p, out, why);
+    *n = p->batch != NULL ? batch->n - 1 : 0;
+    for (int i = 0; i < *n; i++)
+        combine_answer(batch, i + 1, st, answers[i]);
+    if (st == STORE_ALONE) {
+        /* Those we took queue again (their answer is "retry"). */
+        p->batch = NULL;
+        st = buy(w, lk, p, out, why);
+    }
+    if (st == STORE_OK)
+        metrics_observe_count(&w->metrics.data->batch_size, p->batch != NULL ? batch->n : 1);
+    return st;
+}
+
 /* The stock the purchase (or batch) left, for the lock's stock hint. */
 static int64_t stock_after(const struct purchase *p, enum store_status st,
                            const struct outcome *out)
@@ -307,27 +333,13 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
     /* The purchases that queued while the lock was busy are made with ours,
      * in one transaction (combine.h). */
     struct combine_batch batch;
-    if (q.taken > 0) {
-        combine_start(&batch, &p, taken, q.taken);
-        p.batch = &batch;
-    }
+    char answers[LOCK_BATCH_MAX][LOCK_ANSWER_MAX];
+    int n = 0;
     struct outcome out;
     const char *why;
     int64_t begun = clock_us();
-    st = buy(w, &lk, &p, &out, &why);
-    char answers[LOCK_BATCH_MAX][LOCK_ANSWER_MAX];
-    int n = p.batch != NULL ? batch.n - 1 : 0;
-    for (int i = 0; i < n; i++)
-        combine_answer(&batch, i + 1, st, answers[i]);
-    if (st == STORE_ALONE) {
-        /* A purchase we took made the batch fail: those we took queue
-         * again (their answer is "retry"), and ours is made alone. */
-        p.batch = NULL;
-        st = buy(w, &lk, &p, &out, &why);
-    }
+    st = buy_with_queued(w, &lk, &p, &q, &batch, answers, &n, &out, &why);
     w->trace.tx_us = clock_us() - begun;
-    if (st == STORE_OK)
-        metrics_observe_count(&w->metrics.data->batch_size, p.batch != NULL ? batch.n : 1);
     int64_t stock_left = stock_after(&p, st, &out);
     if (st == STORE_OK)
         FAULT_POINT("committed");
