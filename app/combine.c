@@ -96,10 +96,16 @@ static void answer_text(const struct combine_item *it, enum store_status st, cha
             snprintf(out, cap, "404");
         return;
     case STORE_FENCED:
-    case STORE_ALONE:
-        /* Nothing of the batch was made (the lock was lost, or one of its
-         * purchases made it fail): the buyer queues again. */
+        /* Nothing of the batch was made, and the lock was lost with it:
+         * the buyer queues again. */
         snprintf(out, cap, "retry");
+        return;
+    case STORE_ALONE:
+        /* Nothing of the batch was made, because of one of its purchases:
+         * a key in flight elsewhere, or a token closed. The buyer queues
+         * again; a keyed one waits alone (lock.c), since its key may be
+         * the one. */
+        snprintf(out, cap, it->key[0] != '\0' ? "alone" : "retry");
         return;
     case STORE_UNKNOWN:
         snprintf(out, cap, "unknown");

@@ -60,15 +60,20 @@ static const char *const script_source[SCRIPT_COUNT] = {
      *   {3, 0, answer}  an answer was waiting in our reply list;
      *   {4, pttl}  our purchase was taken by the current holder: wait;
      *   {5, 0}     taken by a holder that is gone, without an answer;
-     *   {6, 0}     left the queue: nothing bought;
-     *   {0, pttl}  busy (queued, if asked): wait at most pttl. */
+     *   {6, 0}     out of the queue and never taken (left, or dropped when
+     *              its wait ran out): nothing bought;
+     *   {0, pttl}  busy (queued, if asked and time is left): wait at most
+     *              pttl.
+     * A taken mark lives as long as a buyer may wait (keep), so that "no
+     * mark" always means "never taken". */
     [SCRIPT_ACQUIRE] =
         LUA_HAND_OFF
         "local token, mode, q = ARGV[1], ARGV[6], KEYS[5] "
         "local reply, taken = 'reply:' .. token, 'taken:' .. token "
         "local function orphan() "
         "  local by = redis.call('GET', taken) "
-        "  if by and by == redis.call('GET', KEYS[1]) then "
+        "  if not by then return {6, 0} end "
+        "  if by == redis.call('GET', KEYS[1]) then "
         "    return {4, redis.call('PTTL', KEYS[1])} "
         "  end "
         "  redis.call('DEL', taken) "
@@ -117,16 +122,17 @@ static const char *const script_source[SCRIPT_COUNT] = {
         "    for _, e in ipairs(redis.call('LPOP', q, max) or {}) do "
         "      local t = string.sub(e, 1, 32) "
         "      if redis.call('DEL', 'queued:' .. t) == 1 then "
-        "        redis.call('SET', 'taken:' .. t, token, 'PX', ARGV[2]) "
+        "        redis.call('SET', 'taken:' .. t, token, 'PX', ARGV[8]) "
         "        out[#out + 1] = e "
         "      end "
         "    end "
         "  end "
         "  return out "
         "end "
-        "if mode == 'q' then redis.call('RPUSH', q, ARGV[5]) end "
-        "if mode == 'f' then redis.call('LPUSH', q, ARGV[5]) end "
-        "if mode == 'q' or mode == 'f' then "
+        "local queue = (mode == 'q' or mode == 'f') and tonumber(ARGV[9]) > 1 "
+        "if queue and mode == 'q' then redis.call('RPUSH', q, ARGV[5]) end "
+        "if queue and mode == 'f' then redis.call('LPUSH', q, ARGV[5]) end "
+        "if queue then "
         "  redis.call('SET', 'queued:' .. token, 1, 'PX', ARGV[9]) "
         "  redis.call('PEXPIRE', q, ARGV[8]) "
         "end "
@@ -763,23 +769,36 @@ static int try_again(struct lock_queue *q, struct attempt *a, const char *answer
         q->queued = 0;
         return 1;
     }
+    /* A batch that failed for a key in flight elsewhere: a keyed purchase
+     * waits for the lock on its own from now on, so that the one whose key
+     * it is cannot fail batch after batch. */
+    if (strcmp(answer, "alone") == 0) {
+        snprintf(a->mode, sizeof a->mode, "n");
+        snprintf(a->max, sizeof a->max, "0");
+        q->queued = 0;
+        return 1;
+    }
     snprintf(q->answer, sizeof q->answer, "%s", answer);
     return 0;
 }
 
-/* The attempt's outcome after a failed command: an acquire lost with its
- * connection may have been applied, or may be yet: remember it, and try to
- * give it back at once, on a new connection. A queue entry it may have left
- * stays q->queued: the caller asks PostgreSQL. */
+/* The attempt's outcome after a failed command. An acquire that failed
+ * (acquire_sent) may have taken the lock: lost with its connection, it may
+ * have been applied, or may be yet; answered with an error, the script may
+ * have failed after its SET. Remember it, and if the connection was lost,
+ * try to give it back at once, on a new connection. A queue entry it may
+ * have left stays q->queued: the caller asks PostgreSQL. */
 static enum lock_status attempt_failed(struct lock_client *lc, struct lock *lk,
-                                       struct lock_queue *q, const struct attempt *a)
+                                       struct lock_queue *q, const struct attempt *a,
+                                       int acquire_sent)
 {
     if (q != NULL && a->mode[0] != 'n')
         q->queued = 1;
-    if (lc->redis == NULL) {
+    /* An error reply too: the script may have failed after its SET. */
+    if (acquire_sent)
         remember(lc, lk, lc->sent_ms);
+    if (acquire_sent && lc->redis == NULL)
         give_back_now(lc);
-    }
     return LOCK_UNAVAILABLE;
 }
 
@@ -843,7 +862,7 @@ enum lock_status lock_acquire(struct lock_client *lc, int32_t product, int32_t w
         case 4:
             break;
         default:
-            return attempt_failed(lc, lk, q, &a);
+            return attempt_failed(lc, lk, q, &a, 1);
         }
         if (a.mode[0] != 'n')
             snprintf(a.mode, sizeof a.mode, "w"); /* queued now */
@@ -873,7 +892,7 @@ enum lock_status lock_acquire(struct lock_client *lc, int32_t product, int32_t w
                 return LOCK_ANSWERED;
         }
         if (got < 0)
-            return attempt_failed(lc, lk, q, &a);
+            return attempt_failed(lc, lk, q, &a, 0);
     }
 }
 

@@ -11,9 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/select.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <fcgiapp.h>
 
@@ -58,15 +59,30 @@ static int install_signals(sigset_t *stop_signals)
     return signal(SIGPIPE, SIG_IGN) == SIG_ERR ? -1 : 0;
 }
 
-/* Waits until the listening socket (fd 0) has a connection to accept, with
- * the stop signals unblocked (mask) for that wait only: -1 with errno EINTR
- * when one came. */
-static int wait_for_connection(const sigset_t *mask)
+/* An epoll instance on the listening socket (fd 0), made non-blocking.
+ * EPOLLEXCLUSIVE: a new connection wakes one of the pool's idle workers, as
+ * a blocking accept() did, not all of them. -1 on failure. */
+static int listen_epoll(void)
 {
-    fd_set readable;
-    FD_ZERO(&readable);
-    FD_SET(0, &readable);
-    return pselect(1, &readable, NULL, NULL, NULL, mask) < 0 ? -1 : 0;
+    int flags = fcntl(0, F_GETFL);
+    if (flags < 0 || fcntl(0, F_SETFL, flags | O_NONBLOCK) < 0)
+        return -1;
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.fd = 0};
+    if (ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, 0, &ev) < 0) {
+        close(ep);
+        return -1;
+    }
+    return ep;
+}
+
+/* Waits until the listening socket has a connection to accept, with the
+ * stop signals unblocked (mask) for that wait only: -1 with errno EINTR
+ * when one came. */
+static int wait_for_connection(int ep, const sigset_t *mask)
+{
+    struct epoll_event ev;
+    return epoll_pwait(ep, &ev, 1, -1, mask) < 0 ? -1 : 0;
 }
 
 static const char *env_lookup(const char *name)
@@ -254,7 +270,7 @@ int main(int argc, char **argv)
         return 1;
     }
     /* The stop signals may interrupt only the wait for a connection, in
-     * pselect(); everything else runs with them blocked, and one that
+     * epoll_pwait(); everything else runs with them blocked, and one that
      * arrives meanwhile is held until the answer is finished, and ends the
      * loop at the next wait. libfcgi 2.4.2 does not retry a read or write
      * that a signal interrupts, hiredis fails a connect that one
@@ -265,18 +281,26 @@ int main(int argc, char **argv)
      * fault: sigterm-pool). So libfcgi never sees a signal, nor a pending
      * shutdown. The listening socket is non-blocking: when another worker
      * of the pool accepts the connection first, FCGX_Accept_r() answers
-     * -EAGAIN instead of blocking with the signals held, and we wait again. */
+     * -EAGAIN instead of blocking with the signals held, and we wait again.
+     * (What this costs: on a TCP socket, which has no keeper check, a peer
+     * that connects and sends nothing holds the worker until it hangs up,
+     * and a stop signal waits for that. The pools listen on unix sockets
+     * that only nginx can reach.) */
     int rc = 0;
     sigset_t waiting;
     sigprocmask(SIG_BLOCK, &stop_signals, &waiting);
     sigdelset(&waiting, SIGTERM);
     sigdelset(&waiting, SIGINT);
     sigdelset(&waiting, SIGUSR1);
-    int flags = fcntl(0, F_GETFL);
-    if (flags < 0 || fcntl(0, F_SETFL, flags | O_NONBLOCK) < 0)
-        log_warn("cannot make the listening socket non-blocking: %s", strerror(errno));
+    int ep = listen_epoll();
+    if (ep < 0) {
+        log_error("cannot wait on the listening socket (fd 0): %s", strerror(errno));
+        FCGX_Free(&fcgi, 1);
+        worker_close(&w);
+        return 1;
+    }
     while (!stopping) {
-        if (wait_for_connection(&waiting) < 0) {
+        if (wait_for_connection(ep, &waiting) < 0) {
             if (errno == EINTR)
                 continue;
             rc = -errno;
@@ -290,6 +314,7 @@ int main(int argc, char **argv)
         serve(&w, &fcgi);
         FCGX_Finish_r(&fcgi); /* now, not inside the next FCGX_Accept_r() */
     }
+    close(ep);
     FCGX_Free(&fcgi, 1);
     worker_close(&w);
 

@@ -41,8 +41,10 @@
  * The holder answers every purchase it took, in its release (lock.h): the
  * outcome; or "retry" if the batch made nothing (a lost lock, or
  * STORE_ALONE: a purchase it took made the batch fail, and the holder then
- * makes its own alone), and the buyers queue again; or "unknown" after an
- * unanswered COMMIT; or the batch's error for everyone. */
+ * makes its own alone), and the buyers queue again ("alone" for a keyed one
+ * then: it waits without queueing, so that a key in flight elsewhere fails
+ * one batch, not one after another); or "unknown" after an unanswered
+ * COMMIT; or the batch's error for everyone. */
 #ifndef STOCK_COMBINE_H
 #define STOCK_COMBINE_H
 

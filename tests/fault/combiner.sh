@@ -14,8 +14,9 @@ thaw() {
 }
 trap 'thaw; cleanup_suite' EXIT
 
-# queue_up ID: a fake holder takes the product's lock, and WAITERS keyed
-# buyers queue behind it through nginx. Then the stack's workers are frozen,
+# queue_up ID: a fake holder takes the product's lock, and WAITERS buyers
+# queue behind it through nginx, the even ones with a key (comb-PID-ID-b),
+# the odd ones without: a key would let a bought-twice purchase replay. Then the stack's workers are frozen,
 # so that when the fake holder lets go our own worker, not one of theirs,
 # takes the lock, and the queue with it.
 queue_up() {
@@ -23,9 +24,10 @@ queue_up() {
     rcli SET "lock:product:$p" fake PX 60000 >/dev/null
     rm -f "$TMP"/q.*
     for ((b = 0; b < WAITERS; b++)); do
+        local key=()
+        ((b % 2)) || key=(-H "Idempotency-Key: comb-$$-$p-$b")
         curl -s --max-time 30 -w '\n%{http_code}' -X POST "$BASE_URL/buy/$p" \
-            -H 'Content-Type: application/json' -H "Idempotency-Key: comb-$$-$p-$b" \
-            -d '{"amount": 1}' >"$TMP/q.$b" &
+            -H 'Content-Type: application/json' "${key[@]}" -d '{"amount": 1}' >"$TMP/q.$b" &
     done
     for ((i = 0; i < 200; i++)); do
         [[ $(rcli LLEN "queue:product:$p") == "$WAITERS" ]] && break
@@ -52,21 +54,27 @@ holder() {
         "$mine/$(rcli LLEN "queue:product:$2")" "$WAITERS/0"
 }
 
-# waiters_answered ID: every queued buyer answered 200 with the order its
-# key recorded, and no key bought twice.
+# waiters_answered ID ORDERS: every queued buyer answered 200 with an
+# order of its own (a keyed one, the order its key recorded), and the
+# product has ORDERS orders in all: none bought twice.
 waiters_answered() {
-    local p=$1 b bad=0 order
+    local p=$1 b bad=0 order orders=()
     for ((b = 0; b < WAITERS; b++)); do
         wait_for_file_line "$TMP/q.$b" || bad=$((bad + 1))
         order=$(head -n 1 "$TMP/q.$b" | jq -r '.order_id // empty' 2>/dev/null)
-        [[ $(tail -n 1 "$TMP/q.$b") == 200 && -n $order &&
-            $order == $(sql "SELECT order_id FROM idempotency_keys WHERE key = 'comb-$$-$p-$b'") ]] ||
+        orders+=("$order")
+        [[ $(tail -n 1 "$TMP/q.$b") == 200 && -n $order ]] || bad=$((bad + 1))
+        ((b % 2)) && continue
+        [[ $order == $(sql "SELECT order_id FROM idempotency_keys WHERE key = 'comb-$$-$p-$b'") ]] ||
             bad=$((bad + 1))
     done
-    same "every buyer it took answered 200 with its own order" "$bad" 0
-    same "one order per buyer it took, none twice" \
-        "$(sql "SELECT COUNT(*) FROM orders o JOIN idempotency_keys k ON k.order_id = o.id
-                WHERE k.key LIKE 'comb-$$-$p-%' AND k.key <> 'comb-$$-$p-holder'")" "$WAITERS"
+    same "every buyer it took answered 200 with an order" "$bad" 0
+    same "each with an order of its own, of this product" \
+        "$(printf '%s\n' "${orders[@]}" | sort -u | grep -c .)/$(sql "SELECT COUNT(*) FROM orders
+            WHERE product_id = $p AND id IN ($(printf '%s,' "${orders[@]}" | sed 's/,$//'))")" \
+        "$WAITERS/$WAITERS"
+    same "$2 orders in all: nothing bought twice" \
+        "$(sql "SELECT COUNT(*) FROM orders WHERE product_id = $p")" "$2"
 }
 
 # wait_for_file_line FILE: the curl writing FILE has finished (30 s at most).
@@ -93,9 +101,11 @@ holder committed "$P"
 same "its batch committed: its own purchase and the 4 it took" "$(sold "$P")" 5
 kill_holder
 thaw
-waiters_answered "$P"
-same "they learned it from their tokens" \
-    "$(sql "SELECT COUNT(*) FROM purchase_tokens WHERE product_id = $P AND status = 200")" "$WAITERS"
+waiters_answered "$P" 5
+same "they learned it from their tokens: their orders are the batch's" \
+    "$(sql "SELECT COUNT(*) FROM purchase_tokens WHERE product_id = $P AND status = 200
+            AND order_id IN ($(for b in $(seq 0 $((WAITERS - 1))); do
+                head -n 1 "$TMP/q.$b" | jq -r '.order_id // 0'; done | paste -sd,))")" "$WAITERS"
 check_orders() {
     same "stock + orders = $2" "$(($(stock "$1") + $(sold "$1")))" "$2"
     check "no lock key is left" wait_unlocked
@@ -111,7 +121,7 @@ queue_up "$P"
 holder before_commit "$P"
 kill_holder
 thaw
-waiters_answered "$P"
+waiters_answered "$P" "$WAITERS"
 same "the dead holder's own purchase was not made" \
     "$(sql "SELECT COUNT(*) FROM idempotency_keys WHERE key = 'comb-$$-$P-holder'")" 0
 same "the batch's tokens were closed, never made" \
@@ -125,14 +135,14 @@ buy "/buy/$P" '{"amount": 1}' # the fence counter exists: the refusal is the fen
 queue_up "$P"
 holder locked "$P"
 thaw
-waiters_answered "$P"
+waiters_answered "$P" $((1 + WAITERS))
 kill -CONT "$WORKER"
 wait "$HOLDER"
 check "woken, the stalled holder's purchase is refused: lock_lost" \
     grep -q '"code":"lock_lost"' "$TMP/holder"
 same "and its own purchase was not made" \
     "$(sql "SELECT COUNT(*) FROM idempotency_keys WHERE key = 'comb-$$-$P-holder' AND status = 200")" 0
-same "orders: the first purchase and one per buyer" \
+same "still the first purchase and one per buyer" \
     "$(sql "SELECT COUNT(*) FROM orders WHERE product_id = $P")" $((1 + WAITERS))
 stop_worker
 check_orders "$P" 100

@@ -66,8 +66,9 @@ wait_unlocked() {
 #    a request (no sale nobody asked for);
 #  - no request that got a definite error bought anything (only an answer
 #    of outcome_unknown, gateway_timeout or none at all may have);
-#  - no sale without a lock: fences never go back along the order ids (the
-#    orders of one batch share its grant's fence: include/combine.h);
+#  - no sale without a lock: fences never go back along the order ids, and
+#    orders that share a fence are one transaction's (a batch's, made under
+#    one grant: include/combine.h);
 #  - no lock key left.
 # It also sets SALES_NOT_ANSWERED: purchases made whose client did not get
 # their 200 (legitimate after a crash; not after a graceful stop).
@@ -93,6 +94,8 @@ SELECT 'sales-not-answered-200', COUNT(*) FROM idempotency_keys k JOIN answers a
        WHERE k.product_id = $product AND k.status = 200 AND a.status <> 200;
 SELECT 'fences-out-of-order', COUNT(*) FROM (SELECT fence, lag(fence) OVER (ORDER BY id) AS prev
        FROM orders WHERE product_id = $product) t WHERE fence < prev OR fence <= 0;
+SELECT 'fence-in-two-transactions', COUNT(*) FROM (SELECT fence FROM orders
+       WHERE product_id = $product GROUP BY fence HAVING COUNT(DISTINCT xmin::text) > 1) t;
 SQL
     value() { awk -v n="$1" '$1 == n {print $2}' "$TMP/invariants"; }
     SALES_NOT_ANSWERED=$(value sales-not-answered-200)
@@ -104,6 +107,8 @@ SQL
     same "invariant: no definite error bought anything" "$(value definite-errors-that-bought)" 0
     same "invariant: no sale without a lock (fences grow with orders)" \
         "$(value fences-out-of-order)" 0
+    same "invariant: one transaction per fence (a batch's orders share one)" \
+        "$(value fence-in-two-transactions)" 0
     check "invariant: no lock key left behind" wait_unlocked
     echo "#   answers: $(cut -f2,3 "$TMP/answers.tsv" | tr '\t' ' ' | sort | uniq -c |
         awk '{printf "%s %s%s, ", $1, $2, $3 == "" ? "" : " " $3}' | sed 's/, $//')"

@@ -111,6 +111,10 @@ static void answers_round_trip(void)
     CHECK(strcmp(answer, TOKEN ":retry") == 0);
     combine_answer(&b, 1, STORE_ALONE, answer);
     CHECK(strcmp(answer, TOKEN ":retry") == 0);
+    snprintf(b.items[1].key, sizeof b.items[1].key, "k");
+    combine_answer(&b, 1, STORE_ALONE, answer);
+    CHECK(strcmp(answer, TOKEN ":alone") == 0);
+    b.items[1].key[0] = '\0';
     combine_answer(&b, 1, STORE_UNKNOWN, answer);
     CHECK(combine_parse_answer(answer + 33, 7, 2, &o, &problem) == COMBINE_CLOSE);
     combine_answer(&b, 1, STORE_UNAVAILABLE, answer);
