@@ -116,30 +116,30 @@ void metrics_add(uint64_t *counter, uint64_t n)
     __atomic_fetch_add(counter, n, __ATOMIC_RELAXED);
 }
 
-void metrics_observe(struct metrics_hist *h, int64_t us)
-{
-    if (us < 0)
-        us = 0;
-    size_t i = 0;
-    while (i < METRICS_BUCKETS - 1 && us > bounds_us[i])
-        i++;
-    metrics_add(&h->bucket[i], 1);
-    metrics_add(&h->sum_us, (uint64_t)us);
-}
-
 static const int64_t batch_bounds[] = METRICS_BATCH_BOUNDS;
 _Static_assert(sizeof batch_bounds / sizeof batch_bounds[0] == METRICS_BATCH_BUCKETS - 1,
                "one bucket per bound, and +Inf");
 
+/* Adds v to a histogram of nb buckets: nb - 1 bounds, and +Inf. */
+static void observe(uint64_t *bucket, uint64_t *sum, const int64_t *bounds, size_t nb, int64_t v)
+{
+    if (v < 0)
+        v = 0;
+    size_t i = 0;
+    while (i < nb - 1 && v > bounds[i])
+        i++;
+    metrics_add(&bucket[i], 1);
+    metrics_add(sum, (uint64_t)v);
+}
+
+void metrics_observe(struct metrics_hist *h, int64_t us)
+{
+    observe(h->bucket, &h->sum_us, bounds_us, METRICS_BUCKETS, us);
+}
+
 void metrics_observe_count(struct metrics_count_hist *h, int64_t n)
 {
-    if (n < 0)
-        n = 0;
-    size_t i = 0;
-    while (i < METRICS_BATCH_BUCKETS - 1 && n > batch_bounds[i])
-        i++;
-    metrics_add(&h->bucket[i], 1);
-    metrics_add(&h->sum, (uint64_t)n);
+    observe(h->bucket, &h->sum, batch_bounds, METRICS_BATCH_BUCKETS, n);
 }
 
 void metrics_count_request(struct metrics_data *d, enum route route, int status)

@@ -56,6 +56,25 @@ static void a_histogram_is_cumulative_with_sum_and_count(void)
     free(d);
 }
 
+static void batch_sizes_are_counted_in_purchases(void)
+{
+    struct metrics_data *d = calloc(1, sizeof *d);
+    metrics_observe_count(&d->batch_size, 1);
+    metrics_observe_count(&d->batch_size, 3);
+    metrics_observe_count(&d->batch_size, 64);
+    metrics_observe_count(&d->batch_size, 65);
+    const char *text = render(d);
+    CHECK(strstr(text, "# TYPE stock_batch_size histogram\n") != NULL);
+    CHECK(strstr(text, "stock_batch_size_bucket{le=\"1\"} 1\n") != NULL);
+    CHECK(strstr(text, "stock_batch_size_bucket{le=\"2\"} 1\n") != NULL);
+    CHECK(strstr(text, "stock_batch_size_bucket{le=\"4\"} 2\n") != NULL);
+    CHECK(strstr(text, "stock_batch_size_bucket{le=\"64\"} 3\n") != NULL);
+    CHECK(strstr(text, "stock_batch_size_bucket{le=\"+Inf\"} 4\n") != NULL);
+    CHECK(strstr(text, "stock_batch_size_sum 133\n") != NULL);
+    CHECK(strstr(text, "stock_batch_size_count 4\n") != NULL);
+    free(d);
+}
+
 static void every_purchase_code_has_a_series(void)
 {
     struct metrics_data *d = calloc(1, sizeof *d);
@@ -94,6 +113,7 @@ void suite_metrics(void)
 {
     RUN(requests_are_counted_by_route_and_status);
     RUN(a_histogram_is_cumulative_with_sum_and_count);
+    RUN(batch_sizes_are_counted_in_purchases);
     RUN(every_purchase_code_has_a_series);
     RUN(a_render_that_does_not_fit_fails_whole);
     RUN(private_metrics_work_without_a_file);
