@@ -274,6 +274,9 @@ static enum store_status buy_with_queued(struct worker *w, struct lock *lk, stru
         combine_answer(batch, i + 1, st, answers[i]);
     if (st == STORE_ALONE) {
         /* Those we took queue again (their answer is "retry"). */
+        log_info("product %d: a purchase taken with the lock made the batch fail (%s); "
+                 "the %d taken queue again, ours goes alone",
+                 (int)p->product, w->store.err, *n);
         p->batch = NULL;
         st = buy(w, lk, p, out, why);
     }

@@ -133,4 +133,45 @@ same "one of them as a replay (Idempotent-Replayed)" \
     "$(cat "$TMP/twice-h.1" "$TMP/twice-h.2" | grep -ci '^idempotent-replayed: true')" 1
 check "in one transaction ($before, then $(batched) combined)" test "$(batched)" -gt "$before"
 
+# A batch that meets a key still held by its first request elsewhere (an
+# open transaction here): the batch fails for that one purchase, the holder
+# buys alone, the unkeyed buyers it took are bought next, and the keyed one
+# is answered request_in_progress, having bought nothing.
+P=$(new_product "A key in flight elsewhere" 10)
+psql -X -q "$(conninfo application_name=key-holder)" -c "BEGIN; INSERT INTO idempotency_keys
+    (key, product_id, amount, status) VALUES ('inflight-$$', $P, 1, 0); SELECT pg_sleep(20)" \
+    >/dev/null 2>&1 &
+key_holder=$!
+for ((i = 0; i < 200; i++)); do
+    [[ -n $(sql "SELECT pid FROM pg_stat_activity WHERE application_name = 'key-holder'
+                 AND query LIKE '%pg_sleep%'") ]] && break
+    sleep 0.05
+done
+log_from=$(($(wc -l <"$RUN_DIR/log/app.log") + 1))
+rcli SET "lock:product:$P" fake PX 60000 >/dev/null
+buyers=()
+for b in 1 2 3; do
+    key=()
+    ((b == 2)) && key=(-H "Idempotency-Key: inflight-$$")
+    curl -s --max-time 20 -o "$TMP/inflight.$b" -w '%{http_code}' -X POST "$BASE_URL/buy/$P" \
+        -H 'Content-Type: application/json' "${key[@]}" -d '{"amount": 1}' >"$TMP/inflight-s.$b" &
+    buyers+=($!)
+done
+for ((i = 0; i < 200; i++)); do
+    [[ $(rcli LLEN "queue:product:$P") == 3 ]] && break
+    sleep 0.05
+done
+rcli DEL "lock:product:$P" >/dev/null
+wait "${buyers[@]}"
+same "the unkeyed buyers bought, the one whose key is in flight did not" \
+    "$(cat "$TMP/inflight-s.1") $(cat "$TMP/inflight-s.2") $(cat "$TMP/inflight-s.3")/$(jq -r .code "$TMP/inflight.2")" \
+    "200 409 200/request_in_progress"
+same "two orders" "$(sql "SELECT COUNT(*) FROM orders WHERE product_id = $P")" 2
+check "the batch failed for that one purchase, and its holder bought alone" \
+    grep -q "product $P: a purchase taken with the lock made the batch fail" \
+    <(tail -n "+$log_from" "$RUN_DIR/log/app.log")
+sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'key-holder'" \
+    >/dev/null
+wait "$key_holder"
+
 finish
