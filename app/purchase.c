@@ -217,15 +217,10 @@ static int answer_queued(struct worker *w, const struct purchase *p, const struc
 static enum lock_status take_lock(struct worker *w, const struct purchase *p, struct lock *lk,
                                   struct lock_queue *q, struct response *res)
 {
-    char payload[LOCK_ENTRY_MAX - 33];
     int64_t stock_seen = 0;
     /* A keyed purchase always asks PostgreSQL, so that its outcome is
      * recorded: no short-cut on a recent stock hint for it. */
     int32_t want = p->key == NULL ? p->amount : 0;
-    q->payload =
-        w->cfg->combine_max > 0 && combine_payload(payload, sizeof payload, p->amount, p->key) == 0
-            ? payload
-            : NULL;
     for (int tries = 2;; tries--) {
         enum lock_status ls = lock_acquire(&w->lock, p->product, want, q, lk, &stock_seen);
         switch (ls) {
@@ -325,7 +320,10 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
 
     struct lock lk;
     char taken[LOCK_BATCH_MAX][LOCK_ENTRY_MAX];
+    char payload[LOCK_ENTRY_MAX - 33];
     struct lock_queue q = {.batch_max = w->cfg->combine_max, .batch = taken};
+    if (w->cfg->combine_max > 0 && combine_payload(payload, sizeof payload, p.amount, p.key) == 0)
+        q.payload = payload; /* with combining, it waits in the product's queue */
     int64_t asked = clock_us();
     enum lock_status ls = take_lock(w, &p, &lk, &q, res);
     int64_t granted = clock_us();
