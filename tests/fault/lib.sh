@@ -21,6 +21,20 @@ start_load() {
     done
 }
 
+# wait_granted_after PRODUCT FENCE: waits (15 s at most) until the product's
+# lock has been granted since the grant that drew FENCE, which proves that
+# lock gone. Under load, "no lock key" may never be seen: the next grant
+# can follow the expiry within a poll.
+wait_granted_after() {
+    local now
+    for ((i = 0; i < 300; i++)); do
+        now=$(rcli GET "fence:product:$1")
+        ((${now:-0} > $2)) && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
 buyer() {
     local product=$1 b=$2 i=0 out
     shift 2

@@ -6,13 +6,17 @@
 . "$(dirname "$0")/lib.sh"
 
 P=$(new_product "Pause the holder" 100000)
-start_load "$P" 24
 
+# Our worker buys before the load starts, so that it takes the lock itself
+# (see kill-worker.sh).
 STOCK_FAULT=locked LOCK_TTL_MS=4000 start_worker
 fcgi_buy "$P" "fault-$$-paused" >"$TMP/paused" &
 late=$!
 check "a worker is paused holding the lock" wait_stopped
-check "its lock expires by its TTL" wait_gone "lock:product:$P"
+fence=$(rcli GET "fence:product:$P")
+start_load "$P" 24
+check "its lock expires by its TTL: granted again after fence $fence" \
+    wait_granted_after "$P" "$fence"
 sold_then=$(sold "$P")
 for ((i = 0; i < 100; i++)); do
     (($(sold "$P") > sold_then + 10)) && break
