@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # leaks.sh -- one worker (the ASan build, so LeakSanitizer checks it when it
-# exits) serves 4 000 mixed requests: purchases, refusals, replays, bad
+# exits) serves 1 000 mixed requests: purchases, refusals, replays, bad
 # input, reads, health checks. It must then exit 0 with no leak reported.
 # LeakSanitizer reports a leak that happened once as surely as one that
-# happened a thousand times: each kind runs 400 times here, which is about
+# happened a thousand times: each kind runs 100 times here, which is about
 # repetition (state that carries over between requests), not detection.
 # LEAK_REQUESTS=10000 for a longer run.
 . "$(dirname "$0")/lib.sh"
 
-N=${LEAK_REQUESTS:-4000}
+N=${LEAK_REQUESTS:-1000}
 P=$(new_product "Leaks" 1000000)
 export LSAN_OPTIONS=exitcode=23
 start_worker
