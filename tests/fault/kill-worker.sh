@@ -16,6 +16,9 @@ fcgi_buy "$P" "fault-$$-holder" >/dev/null 2>&1 &
 check "a worker is frozen holding the lock" wait_stopped
 fence=$(rcli GET "fence:product:$P")
 start_load "$P" 24
+sleep 1
+same "while it is frozen, its lock is granted to no one else (fence $fence)" \
+    "$(rcli GET "fence:product:$P")" "$fence"
 kill -KILL "$WORKER"
 wait "$WORKER" 2>/dev/null
 WORKER=

@@ -19,9 +19,11 @@ start_load() {
     LOAD_PIDS=()
     rm -f "$TMP/stop" "$TMP"/load.*
     for ((b = 0; b < n; b++)); do
-        buyer "$product" "$b" "$@" >"$TMP/load.$b" &
+        (
+            renice -n 19 -p "$BASHPID" >/dev/null
+            buyer "$product" "$b" "$@"
+        ) >"$TMP/load.$b" &
         LOAD_PIDS+=($!)
-        renice -n 19 -p $! >/dev/null
     done
 }
 
@@ -30,7 +32,8 @@ start_load() {
 # lock gone. Under load, "no lock key" may never be seen: the next grant
 # can follow the expiry within a poll.
 wait_granted_after() {
-    local now
+    local now i
+    [[ $2 =~ ^[0-9]+$ ]] || return 1
     for ((i = 0; i < 300; i++)); do
         now=$(rcli GET "fence:product:$1")
         ((${now:-0} > $2)) && return 0
@@ -45,6 +48,7 @@ wait_granted_after() {
 # the purchase costs the service. The stop file is looked at between
 # batches.
 LOAD_BATCH=${LOAD_BATCH:-5}
+((LOAD_BATCH >= 1)) || LOAD_BATCH=1
 buyer() {
     local product=$1 b=$2 i=0 n keys args
     shift 2
