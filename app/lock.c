@@ -532,8 +532,32 @@ struct script_reply {
     int cap, n;
 };
 
-/* Runs a script and reads its answer into *out: the status (>= 0), or -1
- * when Redis failed. */
+/* Whether an error reply to a script proves that it wrote nothing. Above
+ * maxmemory (noeviction) Redis refuses a write only while the script has
+ * written nothing, so that no script stops half done (OOM); with too few
+ * replicas in reach (min-replicas-to-write) it refuses every write, on a
+ * count that cannot change while a script runs (NOREPLICAS): either way,
+ * at the first write. And it runs no script at all while another one is
+ * BUSY, while it is LOADING its data set, or on a replica cut off from its
+ * primary (MASTERDOWN). */
+static int refused_unwritten(const redisReply *r)
+{
+    /* Anywhere in the text: Redis 6 wraps a refused write in the script's
+     * own error ("ERR Error running script ..."). */
+    static const char *const first_write[] = {"OOM command not allowed", "NOREPLICAS "};
+    static const char *const at_the_door[] = {"BUSY ", "LOADING ", "MASTERDOWN "};
+    for (size_t i = 0; i < sizeof first_write / sizeof first_write[0]; i++)
+        if (strstr(r->str, first_write[i]) != NULL)
+            return 1;
+    for (size_t i = 0; i < sizeof at_the_door / sizeof at_the_door[0]; i++)
+        if (strncmp(r->str, at_the_door[i], strlen(at_the_door[i])) == 0)
+            return 1;
+    return 0;
+}
+
+/* Runs a script and reads its answer into *out: the status (>= 0); -1
+ * when Redis failed and the script may have written (a lost connection, an
+ * error part-way); -2 when Redis refused it before it wrote anything. */
 static int run_script(struct lock_client *lc, enum lock_script s, const struct lock *lk,
                       const char *const *args, int nargs, struct script_reply *out,
                       const char *what)
@@ -552,6 +576,8 @@ static int run_script(struct lock_client *lc, enum lock_script s, const struct l
                 snprintf(out->strings[out->n++], LOCK_ENTRY_MAX, "%s", r->element[i]->str);
     } else {
         reply_err(lc, what, r);
+        if (r->type == REDIS_REPLY_ERROR && refused_unwritten(r))
+            status = -2;
     }
     freeReplyObject(r);
     return status;
@@ -782,19 +808,31 @@ static int try_again(struct lock_queue *q, struct attempt *a, const char *answer
     return 0;
 }
 
-/* The attempt's outcome after a failed command. An acquire that failed
- * (acquire_sent) may have taken the lock: lost with its connection, it may
- * have been applied, or may be yet; answered with an error, the script may
- * have failed after its SET. Remember it, and if the connection was lost,
- * try to give it back at once, on a new connection. A queue entry it may
- * have left stays q->queued: the caller asks PostgreSQL. */
+/* How a failed command left the attempt. */
+enum attempt_loss {
+    WAIT_FAILED,     /* the wait, not the acquire: nothing new was written */
+    ACQUIRE_REFUSED, /* Redis refused the acquire before it wrote anything */
+    ACQUIRE_UNKNOWN  /* the acquire may have been applied, or may be yet */
+};
+
+/* The attempt's outcome after a failed command. An acquire whose effect is
+ * unknown may have taken the lock: lost with its connection, it may have
+ * been applied, or may be yet; answered with an error, the script may have
+ * failed after its SET. Remember it, and if the connection was lost, try to
+ * give it back at once, on a new connection. A queue entry it may have left
+ * stays q->queued: the caller asks PostgreSQL. An acquire Redis refused
+ * unwritten (OOM, say) left nothing: the purchase is queued only if an
+ * earlier attempt queued it (mode 'w' or 'l'), and no lock is remembered,
+ * so that a refusal costs PostgreSQL nothing. */
 static enum lock_status attempt_failed(struct lock_client *lc, struct lock *lk,
                                        struct lock_queue *q, const struct attempt *a,
-                                       int acquire_sent)
+                                       enum attempt_loss loss)
 {
-    if (q != NULL && a->mode[0] != 'n')
+    int was_queued = a->mode[0] == 'w' || a->mode[0] == 'l';
+    if (q != NULL && a->mode[0] != 'n' && (loss != ACQUIRE_REFUSED || was_queued))
         q->queued = 1;
     /* An error reply too: the script may have failed after its SET. */
+    int acquire_sent = loss == ACQUIRE_UNKNOWN;
     if (acquire_sent)
         remember(lc, lk, lc->sent_ms);
     if (acquire_sent && lc->redis == NULL)
@@ -862,7 +900,7 @@ enum lock_status lock_acquire(struct lock_client *lc, int32_t product, int32_t w
         case 4:
             break;
         default:
-            return attempt_failed(lc, lk, q, &a, 1);
+            return attempt_failed(lc, lk, q, &a, status == -2 ? ACQUIRE_REFUSED : ACQUIRE_UNKNOWN);
         }
         if (a.mode[0] != 'n')
             snprintf(a.mode, sizeof a.mode, "w"); /* queued now */
@@ -892,7 +930,7 @@ enum lock_status lock_acquire(struct lock_client *lc, int32_t product, int32_t w
                 return LOCK_ANSWERED;
         }
         if (got < 0)
-            return attempt_failed(lc, lk, q, &a, 0);
+            return attempt_failed(lc, lk, q, &a, WAIT_FAILED);
     }
 }
 

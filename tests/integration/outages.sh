@@ -53,6 +53,59 @@ expect "responders back: purchases succeed" 200
 same "after all outages: 3 units sold in all" "$(sold "$P")" 3
 same "no lock key is left in Redis" "$(lock_keys)" 0
 
+# Redis out of memory (maxmemory, noeviction): it refuses the acquire
+# script's first write, so the script left nothing, no lock and no queued
+# purchase. 503, and nothing to ask PostgreSQL about: no purchase token is
+# closed for it (a PostgreSQL down as well would have made that close, and
+# the answer, "unknown").
+M=$(new_product "Redis out of memory" 10)
+tokens=$(sql "SELECT COUNT(*) FROM purchase_tokens")
+policy=$(rcli CONFIG GET maxmemory-policy | tail -n 1)
+maxmemory=$(rcli CONFIG GET maxmemory | tail -n 1)
+rcli CONFIG SET maxmemory-policy noeviction >/dev/null
+rcli CONFIG SET maxmemory 1 >/dev/null
+buy "/buy/$M" '{"amount": 1}'
+expect "Redis out of memory: 503 service_unavailable" 503 service_unavailable
+same "Redis out of memory: no purchase token was closed for it" \
+    "$(sql "SELECT COUNT(*) FROM purchase_tokens")" "$tokens"
+rcli CONFIG SET maxmemory "$maxmemory" >/dev/null
+rcli CONFIG SET maxmemory-policy "$policy" >/dev/null
+same "Redis out of memory: nothing was sold" "$(sold "$M")" 0
+buy "/buy/$M" '{"amount": 1}'
+expect "Redis with memory again: the next purchase succeeds" 200
+
+# nginx out of file descriptors: accepted requests it cannot open a
+# connection to a pool for ("socket() failed (24: Too many open files)
+# while connecting to upstream") never reached a responder. 503, which an
+# edge retries on another host and counts against this one; not 500, which
+# it does neither with. A lock held for 1.5 s keeps 100 buyers' connections
+# open at once, two descriptors each; nginx may have 64.
+D=$(new_product "nginx out of file descriptors" 1000)
+"$STACK" stop nginx
+(ulimit -n 64 && "$STACK" up >/dev/null)
+errors_from=$(($(wc -l <"$RUN_DIR/log/nginx-error.log") + 1))
+rcli SET "lock:product:$D" fake PX 1500 >/dev/null
+args=()
+for ((i = 0; i < 100; i++)); do
+    args+=(-o "$TMP/fd.$i" -w "%{http_code} $i\n" -X POST -H 'Content-Type: application/json'
+        -d '{"amount": 1}' "$BASE_URL/buy/$D")
+    ((i < 99)) && args+=(--next)
+done
+curl -s --max-time 20 --parallel --parallel-immediate --parallel-max 100 "${args[@]}" \
+    >"$TMP/fd.statuses" 2>/dev/null
+statuses=$(cut -d' ' -f1 "$TMP/fd.statuses" | sort | uniq -c | awk '{printf "%s×%s ", $1, $2}')
+check "nginx ran out of descriptors connecting to a pool ($statuses)" \
+    grep -q "socket() failed (24: Too many open files) while connecting to upstream" \
+    <(tail -n "+$errors_from" "$RUN_DIR/log/nginx-error.log")
+same "out of descriptors: no 500" "$(grep -c '^500 ' "$TMP/fd.statuses")" 0
+unavailable=$(grep '^503 ' "$TMP/fd.statuses" | head -n 1 | cut -d' ' -f2)
+check "out of descriptors: 503 service_unavailable" \
+    jq -e '.code == "service_unavailable"' "$TMP/fd.${unavailable:-none}"
+same "out of descriptors: every 200 was sold, and nothing else" \
+    "$(sold "$D")" "$(grep -c '^200 ' "$TMP/fd.statuses")"
+"$STACK" stop nginx
+"$STACK" up >/dev/null
+
 # A server that hangs (SIGSTOP: accepts connections, never answers) must not
 # hang a worker: every Redis command and every PostgreSQL statement has a
 # client-side deadline. curl's --max-time is the liveness bound of the test.
