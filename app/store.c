@@ -17,6 +17,14 @@
 #include "store.h"
 
 /* pg_type.h, which client code should not include */
+/* How long a batch waits for a key whose first request holds it elsewhere
+ * before it leaves that purchase out (sql_claim_batch): longer than a
+ * healthy COMMIT, far shorter than lock_timeout. */
+#define KEY_WAIT_MS      10
+#define KEY_WAIT_MS_TEXT STRINGIFY(KEY_WAIT_MS)
+#define STRINGIFY(x)     STRINGIFY_(x)
+#define STRINGIFY_(x)    #x
+
 #define INT4OID 23
 #define INT8OID 20
 #define TEXTOID 25
@@ -78,11 +86,27 @@ static const char sql_key[] =
  * the product's row locked, and read, until COMMIT, and one order id drawn
  * per purchase. (A token its buyer closed is not looked for here: that
  * costs every batch a lookup per purchase, for a case that needs a Redis
- * failure; the batch's write finds it, and fails, STORE_ALONE.) */
+ * failure; the batch's write finds it, and fails, STORE_ALONE.)
+ *
+ * A key whose first request is still in flight elsewhere (its INSERT not
+ * yet committed: a retry sent through another host while the first sits on
+ * a stalled link) would make the claim wait, and fail the whole batch at
+ * lock_timeout, batch after batch while it is retried. So keys are claimed
+ * with a lock_timeout of KEY_WAIT_MS, and if that runs out, once more one
+ * by one (sql_claim_each): the key in flight is left unclaimed, and its
+ * purchase answered from its key (request_in_progress), alone. */
 static const char sql_claim_batch[] =
     "INSERT INTO idempotency_keys (key, product_id, amount, status)"
     " SELECT k, $2, a, 0 FROM unnest($1::text[], $3::int[]) AS u(k, a)"
     " ON CONFLICT (key) DO NOTHING RETURNING key";
+/* The claim, one key at a time (schema.sql: claim_keys), skipping those in
+ * flight. Each key is a subtransaction, hence only after the set-based
+ * claim timed out. Not prepared, so that a schema without the function
+ * fails this fallback alone (the batch then fails, STORE_ALONE, as it did
+ * before the function existed), not every session's start. */
+static const char sql_claim_each[] = "SELECT claim_keys($1::text[], $2::int, $3::int[])";
+static const char sql_key_wait[] = "SET LOCAL lock_timeout = " KEY_WAIT_MS_TEXT;
+static const char sql_lock_wait[] = "SET LOCAL lock_timeout = DEFAULT";
 static const char sql_lock_stock[] = "SELECT amount, fence FROM products WHERE id = $1 FOR UPDATE";
 static const char sql_draw_ids[] =
     "SELECT nextval(pg_get_serial_sequence('orders', 'id')) FROM generate_series(1, $1)";
@@ -136,6 +160,14 @@ static const char sql_product[] = "SELECT id, name, amount FROM products WHERE i
  * primary made read-only (a failover under way) answers, but sells nothing. */
 static const char sql_ping[] = "SELECT current_setting('transaction_read_only')";
 
+/* Whether COMMITs wait for a synchronous standby, and have for longer than
+ * a lock_timeout: asked when the product's row stayed locked past one
+ * (row_busy). A healthy standby answers in milliseconds. Sessions of our
+ * own role are visible to it; others only to pg_read_all_stats. */
+static const char sql_commits_stalled[] =
+    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+    "   AND query_start < statement_timestamp() - current_setting('lock_timeout')::interval)";
+
 #define MAX_PARAMS   11
 #define INT4ARRAYOID 1007
 #define INT8ARRAYOID 1016
@@ -165,6 +197,7 @@ static const struct statement statements[] = {
      {INT4OID, INT8OID, INT8OID, INT8OID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID,
       INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID}},
     {"close_token", sql_close_token, 3, {TEXTOID, INT4OID, INT4OID}},
+    {"commits_stalled", sql_commits_stalled, 0, {0}},
 };
 
 /* One statement of a pipeline: prepares a statement (types given), runs a
@@ -355,7 +388,7 @@ static enum store_status run(struct store *st, const struct step *steps, int n, 
         else if (s->name != NULL)
             sent = PQsendQueryPrepared(st->conn, s->name, s->n, s->values, NULL, NULL, 0);
         else
-            sent = PQsendQueryParams(st->conn, s->sql, 0, NULL, NULL, NULL, NULL, 0);
+            sent = PQsendQueryParams(st->conn, s->sql, s->n, NULL, s->values, NULL, NULL, 0);
     }
 #ifdef STOCK_FAULT_POINTS
     /* A COMMIT that reached the server and ran, its Sync not sent yet: the
@@ -686,6 +719,33 @@ static enum store_status buy_failed(const struct store *st, enum store_status rc
     return rc;
 }
 
+/* The product's row stayed locked past lock_timeout (STORE_BUSY), and
+ * nothing is left open. Usually another transaction, stalled before its
+ * COMMIT (another host's), holds it: the product is busy, this server is
+ * fine (429). But when COMMITs wait for a synchronous standby that is gone
+ * (a primary cut off from it), the row is held by a COMMIT that cannot end,
+ * and the next one would be too: this server cannot sell, and the answer
+ * must say so (503, which an edge takes elsewhere), not "busy". One round
+ * trip, on this path only. */
+static enum store_status row_busy(struct store *st)
+{
+    PGresult *res;
+    char busy[sizeof st->err];
+    memcpy(busy, st->err, sizeof busy);
+    enum store_status rc = query(st, "commits_stalled", 0, NULL, &res, 0);
+    if (rc != STORE_OK)
+        return rc; /* this server fails more than one row */
+    int stalled = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    if (!stalled) {
+        memcpy(st->err, busy, sizeof busy);
+        return STORE_BUSY;
+    }
+    set_err(st, "postgres: COMMITs wait for a synchronous standby past lock_timeout, and hold "
+                "the product's row: this server cannot sell now");
+    return STORE_UNAVAILABLE;
+}
+
 /* A PostgreSQL array literal, in text format, built in a buffer with room
  * for every element at its longest (see array_open). */
 struct array {
@@ -788,6 +848,34 @@ static enum store_status batch_allocate(struct store *st, struct combine_batch *
     return STORE_OK;
 }
 
+/* The batch's first round trip (BEGIN, the claim, the row, the ids), its
+ * results in res[0..*nsteps); the claim by claim (a prepared statement) or,
+ * when NULL, one key at a time (sql_claim_each); claim_values NULL when the
+ * batch has no key. The transaction stays open on STORE_OK. */
+static enum store_status batch_trip(struct store *st, const char *claim,
+                                    const char *const *claim_values, const char *const *row,
+                                    const char *const *count, PGresult **res, int *nsteps)
+{
+    const struct step claim_step = claim != NULL
+                                       ? (struct step){claim, NULL, 3, claim_values, NULL}
+                                       : (struct step){NULL, sql_claim_each, 3, claim_values, NULL};
+    const struct step steps[] = {{NULL, "BEGIN", 0, NULL, NULL},
+                                 {NULL, sql_key_wait, 0, NULL, NULL},
+                                 claim_step,
+                                 {NULL, sql_lock_wait, 0, NULL, NULL},
+                                 {"lock_stock", NULL, 1, row, NULL},
+                                 {"draw_ids", NULL, 1, count, NULL}};
+    const struct step unkeyed[] = {steps[0], steps[4], steps[5]};
+    int keyed = claim_values != NULL;
+    *nsteps = keyed ? 6 : 3;
+    enum store_status rc = run(st, keyed ? steps : unkeyed, *nsteps, res, 0);
+    if (rc != STORE_OK) {
+        rc = buy_failed(st, rc, keyed ? 2 : -1, *nsteps - 2);
+        store_rollback(st);
+    }
+    return rc;
+}
+
 /* store_buy for a batch (store.h): one round trip, then the allocation. */
 static enum store_status batch_begin(struct store *st, const struct purchase *p,
                                      struct outcome *out)
@@ -811,24 +899,27 @@ static enum store_status batch_begin(struct store *st, const struct purchase *p,
     int keyed = keys.len > 1;
     const char *const claim[] = {array_close(&keys), id, array_close(&amounts)};
     const char *const row[] = {id}, *const count[] = {n};
-    const struct step steps[] = {{NULL, "BEGIN", 0, NULL, NULL},
-                                 {"claim_batch", NULL, 3, claim, NULL},
-                                 {"lock_stock", NULL, 1, row, NULL},
-                                 {"draw_ids", NULL, 1, count, NULL}};
-    const struct step unkeyed[] = {steps[0], steps[2], steps[3]};
-    int nsteps = keyed ? 4 : 3;
-    PGresult *res[4];
-    enum store_status rc = run(st, keyed ? steps : unkeyed, nsteps, res, 0);
+    PGresult *res[6];
+    int nsteps;
+    enum store_status rc =
+        batch_trip(st, "claim_batch", keyed ? claim : NULL, row, count, res, &nsteps);
+    if (rc == STORE_KEY_BUSY) {
+        log_info("product %" PRId32 ": a key of the batch is in flight elsewhere; claiming its "
+                 "keys one by one",
+                 b->product);
+        rc = batch_trip(st, NULL, claim, row, count, res, &nsteps);
+        /* Without claim_keys (an older schema) the batch cannot leave the
+         * key out: the holder's purchase goes alone. */
+        if (rc == STORE_KEY_BUSY || rc == STORE_ERROR)
+            rc = STORE_ALONE;
+    }
     free(keys.buf);
     free(amounts.buf);
-    if (rc != STORE_OK) {
-        rc = buy_failed(st, rc, keyed ? 1 : -1, nsteps - 2);
-        store_rollback(st);
-        /* One key held by its first request, in flight elsewhere, is no
-         * reason to refuse the others: the holder's purchase goes alone. */
-        return rc == STORE_KEY_BUSY ? STORE_ALONE : rc;
-    }
-    rc = batch_allocate(st, b, keyed ? res[1] : NULL, res[nsteps - 2], res[nsteps - 1], out);
+    if (rc == STORE_BUSY)
+        return row_busy(st);
+    if (rc != STORE_OK)
+        return rc;
+    rc = batch_allocate(st, b, keyed ? res[2] : NULL, res[nsteps - 2], res[nsteps - 1], out);
     clear_all(res, nsteps);
     return rc;
 }
@@ -932,7 +1023,7 @@ enum store_status store_buy(struct store *st, const struct purchase *p, struct o
     if (rc != STORE_OK) {
         rc = buy_failed(st, rc, keyed ? 1 : -1, n - 1);
         store_rollback(st);
-        return rc;
+        return rc == STORE_BUSY ? row_busy(st) : rc;
     }
     PGresult *rows = res[n - 1];
     if (PQntuples(rows) == 0) {
@@ -962,7 +1053,7 @@ enum store_status store_new_epoch(struct store *st, int32_t product, int64_t *fe
         PQclear(res);
     }
     /* Its one statement updates the product's row, as a purchase does. */
-    return rc != STORE_OK && lock_timed_out(st) ? STORE_BUSY : rc;
+    return rc != STORE_OK && lock_timed_out(st) ? row_busy(st) : rc;
 }
 
 enum store_status store_key(struct store *st, const char *key, int32_t *product, int32_t *amount,

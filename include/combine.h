@@ -40,11 +40,13 @@
  *
  * The holder answers every purchase it took, in its release (lock.h): the
  * outcome; or "retry" if the batch made nothing (a lost lock, or
- * STORE_ALONE: a purchase it took made the batch fail, and the holder then
- * makes its own alone), and the buyers queue again ("alone" for a keyed one
- * then: it waits without queueing, so that a key in flight elsewhere fails
- * one batch, not one after another); or "unknown" after an unanswered
- * COMMIT; or the batch's error for everyone. */
+ * STORE_ALONE: a purchase it took made the batch fail, a token its buyer
+ * closed, and the holder then makes its own alone), and the buyers queue
+ * again ("alone" for a keyed one then: it waits without queueing, so that,
+ * with a schema older than claim_keys, a key in flight elsewhere fails one
+ * batch, not one after another); or "unknown" after an unanswered COMMIT; or
+ * the batch's error for everyone. A key in flight elsewhere fails no batch:
+ * the batch leaves it unclaimed (store.h), and its buyer answers from it. */
 #ifndef STOCK_COMBINE_H
 #define STOCK_COMBINE_H
 

@@ -113,7 +113,10 @@ enum store_status store_ready(struct store *st);
  *   STORE_KEY_BUSY      nothing bought: the key's first request is running;
  *   STORE_BUSY          nothing bought: the purchase statement waited for the
  *                       product's row lock longer than lock_timeout (SQLSTATE
- *                       55P03); PostgreSQL itself is fine;
+ *                       55P03); PostgreSQL itself is fine. Unless COMMITs
+ *                       wait for a synchronous standby that is gone: the row
+ *                       is then held by one that cannot end, and the answer
+ *                       is STORE_UNAVAILABLE (this server cannot commit);
  *   anything else       see store_status; nothing left open.
  *
  * It does not reconnect: call store_ready() first, before taking the lock,
@@ -128,16 +131,18 @@ enum store_status store_buy(struct store *st, const struct purchase *p, struct o
  * each purchase's outcome (out is the holder's own; status 0 if its key was
  * used before), and store_commit() writes it all and commits, in one more
  * round trip. Its other answers are store_buy's: STORE_FENCED
- * (out->fence), STORE_BUSY, and failures, and STORE_ALONE when a key's first
- * request still holds it; nothing is left open after them. */
+ * (out->fence), STORE_BUSY, and failures; nothing is left open after them.
+ * A key whose first request still holds it, elsewhere, is left unclaimed
+ * (its purchase answers from its key: request_in_progress) and the batch is
+ * made without it; STORE_ALONE only if the schema lacks claim_keys. */
 
 /* Starts a new fence epoch for product: raises its fence, in PostgreSQL and
  * committed at once, to the next multiple of 2^32, and returns it in *fence.
  * Every fence drawn before, by any holder, is below it from then on. Used
  * when Redis lost its fence counter (a restart without persistence): the
  * counter cannot know how far it had got, so it restarts above everything
- * it might have handed out. STORE_BUSY, like store_buy, when the product's
- * row stayed locked past lock_timeout. */
+ * it might have handed out. STORE_BUSY (or STORE_UNAVAILABLE), like
+ * store_buy, when the product's row stayed locked past lock_timeout. */
 enum store_status store_new_epoch(struct store *st, int32_t product, int64_t *fence);
 
 /* Commits the purchase store_buy() left open. STORE_OK once PostgreSQL has

@@ -87,3 +87,30 @@ CREATE TABLE IF NOT EXISTS purchase_tokens (
 );
 
 CREATE INDEX IF NOT EXISTS purchase_tokens_created_at ON purchase_tokens (created_at);
+
+-- A batch's idempotency keys claimed one by one (app/store.c, batch_begin),
+-- after claiming them together met a key whose first request, elsewhere,
+-- still holds it (its INSERT not yet committed). That key is skipped after
+-- the transaction's lock_timeout, not waited for by the whole batch: its own
+-- purchase is answered request_in_progress, and the others are made.
+-- Returns the keys claimed. Each key is a subtransaction, which is why the
+-- batch calls this only when the set-based claim timed out.
+CREATE OR REPLACE FUNCTION claim_keys(batch_keys TEXT[], product INTEGER, batch_amounts INTEGER[])
+RETURNS SETOF TEXT LANGUAGE plpgsql AS $$
+DECLARE
+    k TEXT;
+    a INTEGER;
+BEGIN
+    FOR k, a IN SELECT * FROM unnest(batch_keys, batch_amounts) LOOP
+        BEGIN
+            INSERT INTO idempotency_keys (key, product_id, amount, status)
+            VALUES (k, product, a, 0) ON CONFLICT (key) DO NOTHING;
+            IF FOUND THEN
+                RETURN NEXT k;
+            END IF;
+        EXCEPTION WHEN lock_not_available THEN
+            NULL; -- in flight elsewhere: left unclaimed
+        END;
+    END LOOP;
+END
+$$;

@@ -148,6 +148,32 @@ expect "429 lock_timeout (row): also on a product's first grant (a new fence epo
 release_row
 same "429 lock_timeout (row, first grant): nothing was bought" "$(sold "$F")/$(stock "$F")" 0/10
 
+# The row held by a COMMIT that waits for a synchronous standby that is gone
+# (a primary cut off from it): every COMMIT here would wait the same, so
+# this server cannot sell, and says so with 503, which an edge takes to
+# another host; not 429, which says "busy, this host is fine".
+S=$(new_product "Row held by a COMMIT that cannot end" 10)
+buy "/buy/$S" '{"amount": 1}'
+sql "ALTER SYSTEM SET synchronous_standby_names = 'gone'" && sql "SELECT pg_reload_conf()" >/dev/null
+psql -X -q "$(conninfo application_name=stalled-commit)" \
+    -c "UPDATE products SET amount = amount WHERE id = $S" >/dev/null 2>&1 &
+stalled=$!
+for ((i = 0; i < 200; i++)); do
+    [[ -n $(sql "SELECT pid FROM pg_stat_activity WHERE application_name = 'stalled-commit'
+                 AND wait_event = 'SyncRep'") ]] && break
+    sleep 0.05
+done
+sleep 0.3 # older than a lock_timeout, as such a COMMIT soon is
+buy "/buy/$S" '{"amount": 1}'
+expect "503 service_unavailable: the row is held by a COMMIT waiting for a lost standby" \
+    503 service_unavailable
+same "503 (stalled COMMIT): Retry-After is sent" "$(header Retry-After)" 1
+sql "ALTER SYSTEM RESET synchronous_standby_names" && sql "SELECT pg_reload_conf()" >/dev/null
+wait "$stalled"
+same "503 (stalled COMMIT): nothing was bought" "$(sold "$S")/$(stock "$S")" 1/9
+buy "/buy/$S" '{"amount": 1}'
+expect "503 (stalled COMMIT): once the standby is back, purchases succeed" 200
+
 # --- Acknowledged only after COMMIT --------------------------------------------
 # A deferred constraint fails at COMMIT, after the UPDATE and the INSERT have
 # returned their rows: the answer must be an error, and nothing sold.
