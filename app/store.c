@@ -11,6 +11,7 @@
 
 #include "clock.h"
 #include "combine.h"
+#include "hostlist.h"
 #include "config.h"
 #include "fault.h"
 #include "log.h"
@@ -335,6 +336,30 @@ static void clear_all(PGresult **res, int n)
     }
 }
 
+/* Whether the session is on the server recorded as unable to commit. */
+static int on_suspect(const struct store *st)
+{
+    return st->conn != NULL && st->suspect_host[0] != '\0' &&
+           strcmp(PQhost(st->conn), st->suspect_host) == 0 &&
+           strcmp(PQport(st->conn), st->suspect_port) == 0;
+}
+
+/* The session's server cannot commit now: recorded, so that new sessions
+ * try the other hosts first (hostlist.h), and the session ended, so that
+ * the next call opens one. Logged once per server. */
+static void cannot_commit(struct store *st)
+{
+    if (st->conn == NULL)
+        return;
+    if (!on_suspect(st)) {
+        snprintf(st->suspect_host, sizeof st->suspect_host, "%s", PQhost(st->conn));
+        snprintf(st->suspect_port, sizeof st->suspect_port, "%s", PQport(st->conn));
+        log_warn("postgres: %s:%s cannot commit (%s); new sessions try the other hosts first",
+                 st->suspect_host, st->suspect_port, st->err);
+    }
+    store_close(st);
+}
+
 /* A COMMIT can succeed with a warning, and then it is not a sale we may
  * acknowledge. The case: with synchronous replication, a COMMIT whose wait
  * for the standby was cancelled (pg_cancel_backend, the usual advice when
@@ -346,6 +371,7 @@ static enum store_status commit_warned(struct store *st)
 {
     set_err(st, "postgres: the COMMIT was answered with a warning (see the log line before):"
                 " committed here, maybe not on a standby; its outcome is unknown");
+    cannot_commit(st);
     return STORE_UNKNOWN;
 }
 
@@ -411,6 +437,8 @@ static enum store_status run(struct store *st, const struct step *steps, int n, 
             clear_all(res, n);
             PQclear(sync);
             set_err(st, "postgres: no answer within %d ms; connection dropped", timeout);
+            if (commits)
+                cannot_commit(st);
             store_close(st);
             return commits ? STORE_UNKNOWN : STORE_UNAVAILABLE;
         }
@@ -439,6 +467,8 @@ static enum store_status run(struct store *st, const struct step *steps, int n, 
     }
     if (rc == STORE_OK && commits && st->warnings > 0)
         rc = commit_warned(st);
+    else if (rc == STORE_OK && commits && on_suspect(st))
+        st->suspect_host[0] = '\0'; /* it commits again */
     if (rc != STORE_OK)
         clear_all(res, n);
     return rc;
@@ -493,6 +523,34 @@ static void notice_to_log(void *arg, const PGresult *res)
     }
 }
 
+/* DATABASE_URL's hosts and ports with the server that could not commit
+ * last (hostlist.h): 0, or -1 to connect as the URL says (none recorded,
+ * one host, or hostaddr given, whose list would no longer pair). */
+static int suspect_last(const struct store *st, char *hosts, char *ports, size_t cap)
+{
+    if (st->suspect_host[0] == '\0')
+        return -1;
+    PQconninfoOption *opts = PQconninfoParse(st->cfg->database_url, NULL);
+    if (opts == NULL)
+        return -1;
+    const char *host = NULL, *port = NULL, *hostaddr = NULL;
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "port") == 0)
+            port = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            hostaddr = o->val;
+    }
+    int rc = -1;
+    /* Without a port, every host has the default one: the suspect's. */
+    if (host != NULL && (hostaddr == NULL || hostaddr[0] == '\0'))
+        rc = hostlist_last(host, port != NULL && port[0] != '\0' ? port : st->suspect_port,
+                           st->suspect_host, st->suspect_port, hosts, ports, cap);
+    PQconninfoFree(opts);
+    return rc;
+}
+
 static void connect_db(struct store *st)
 {
     /* Timeouts travel as connection options, so every reconnect (PQreset)
@@ -519,8 +577,17 @@ static void connect_db(struct store *st)
              " -c plan_cache_mode=force_generic_plan",
              st->cfg->statement_timeout_ms, st->cfg->statement_timeout_ms / 2,
              st->cfg->statement_timeout_ms + STATEMENT_GRACE_MS);
-    const char *const keys[] = {"dbname", "connect_timeout", "application_name", "options", NULL};
-    const char *const values[] = {st->cfg->database_url, "2", "stock-fcgi", options, NULL};
+    char hosts[1024], ports[1024];
+    const char *keys[] = {"dbname", "connect_timeout", "application_name", "options", NULL, NULL,
+                          NULL};
+    const char *values[] = {st->cfg->database_url, "2", "stock-fcgi", options, NULL, NULL, NULL};
+    if (suspect_last(st, hosts, ports, sizeof hosts) == 0) {
+        /* Later keywords override the URL's. */
+        keys[4] = "host";
+        values[4] = hosts;
+        keys[5] = "port";
+        values[5] = ports;
+    }
     st->conn = PQconnectdbParams(keys, values, 1);
     if (st->conn != NULL)
         PQsetNoticeReceiver(st->conn, notice_to_log, st);
@@ -568,8 +635,8 @@ enum store_status store_ready(struct store *st)
         return STORE_OK;
     /* A read-only server's session is replaced, not repaired: PQreset would
      * keep the mark of a server that may take writes again by now. */
-    if (st->demoted)
-        store_close(st);
+    if (st->demoted || st->suspect_host[0] != '\0')
+        store_close(st); /* and a new session, in a new order */
     if (st->conn == NULL)
         connect_db(st);
     else if (PQstatus(st->conn) != CONNECTION_OK)
@@ -582,6 +649,9 @@ enum store_status store_ready(struct store *st)
         set_err(st, "postgres connect: %s", PQerrorMessage(st->conn));
         return STORE_UNAVAILABLE;
     }
+    if (st->suspect_host[0] != '\0' && !on_suspect(st))
+        log_info("postgres: new session on %s:%s, not on %s:%s, which could not commit",
+                 PQhost(st->conn), PQport(st->conn), st->suspect_host, st->suspect_port);
     if (prepare_all(st) < 0) {
         /* Start the next attempt from a fresh session: some statements may
          * exist already, and preparing them again would fail. */
@@ -743,6 +813,7 @@ static enum store_status row_busy(struct store *st)
     }
     set_err(st, "postgres: COMMITs wait for a synchronous standby past lock_timeout, and hold "
                 "the product's row: this server cannot sell now");
+    cannot_commit(st);
     return STORE_UNAVAILABLE;
 }
 

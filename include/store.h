@@ -56,6 +56,13 @@ struct store {
     int warnings;                /* server warnings during the current round trip */
     int demoted;                 /* the server refused a write as read-only */
     struct combine_batch *batch; /* allocated, not yet written: store_commit's */
+    /* The server last seen unable to commit (a COMMIT left unanswered or
+     * answered "committed locally", or the product's row held by one that
+     * waits for a lost standby), as PQhost/PQport name it; "" for none.
+     * Every new session tries DATABASE_URL's other hosts first (hostlist.h),
+     * until a COMMIT succeeds on this server again. */
+    char suspect_host[256];
+    char suspect_port[32];
 };
 
 struct product {

@@ -22,8 +22,10 @@
 #      link down: its address answers nothing);
 #   2. that host back: it rejoins as the standby, while
 #   3. the Redis primary's host is killed, and comes back as a replica;
-#   4. the new PostgreSQL primary cut off from every host: the standby is
-#      promoted, the old primary sells nothing on its own;
+#   4. the new PostgreSQL primary cut off from every host but the
+#      responders' (from the monitor, its standby and the client): the
+#      standby is promoted, the old primary sells nothing on its own, and
+#      the responders, whose sessions it still takes, move to the new one;
 #   5. healed, it rejoins, while the new Redis primary's host is killed.
 # Each prints how long sales stopped. Everything is removed on exit,
 # failure or interrupt.
@@ -49,6 +51,10 @@ ADDR[pg2]=$NET.9
 ADDR[redis2]=$NET.7
 PG_NODES="${ADDR[pg]}:5432,${ADDR[pg2]}:5432"
 DB_URL="postgresql://postgres:$PG_PW@$PG_NODES/redisdistributedlock?target_session_attrs=read-write"
+# The responders list pg2 first: when pg2 is the primary cut off but from
+# them (4. below), libpq alone would keep choosing it, since it still says it
+# takes writes. They must put it last themselves (include/hostlist.h).
+RESPONDERS_DB_URL="postgresql://postgres:$PG_PW@${ADDR[pg2]}:5432,${ADDR[pg]}:5432/redisdistributedlock?target_session_attrs=read-write"
 SENTINELS="${ADDR[redis]}:26379,${ADDR[redis2]}:26379,${ADDR[mon]}:26379"
 SENTINEL_PW=sentinel-$(od -An -tx8 -N8 /dev/urandom | tr -d ' ')
 MONITOR_URI="postgres://autoctl_node@${ADDR[mon]}:5432/pg_auto_failover?sslmode=disable"
@@ -202,7 +208,7 @@ redis_up() {
         start mon SERVICES=sentinel "${watch[@]}"
 }
 responders_up() {
-    start a SERVICES="app nginx" WORKERS=3 OVERFLOW_WORKERS=2 DATABASE_URL="$DB_URL" \
+    start a SERVICES="app nginx" WORKERS=3 OVERFLOW_WORKERS=2 DATABASE_URL="$RESPONDERS_DB_URL" \
         REDIS_SENTINELS="$SENTINELS" REDIS_MASTER_NAME=stock REDIS_SENTINEL_PASSWORD="$SENTINEL_PW" \
         REDIS_URL="redis://:$REDIS_PW@${ADDR[redis]}:6379"
 }
@@ -250,7 +256,7 @@ pg_failover() {
     sleep 1
     t0=$(date +%s.%N)
     $how "$old"
-    if [[ $how == nft_isolate ]]; then
+    if [[ $how != kill_host ]]; then
         lone_commit "$old" &
         lone=$!
     fi
@@ -258,7 +264,9 @@ pg_failover() {
     t1=$(date +%s.%N)
     sleep 3
     stop_load
-    echo "# $name: $(stopped "$P" "$t0"); $new writable after $(since "$t0" "$t1") s"
+    echo "# $name: $(stopped "$P" "$t0"); $new writable after $(since "$t0" "$t1") s," \
+        "sold through it $(sql "SELECT round(extract(epoch FROM min(created_at)) - $t1, 2)
+                                  FROM orders WHERE product_id = $P AND created_at > to_timestamp($t1)") s later"
     check "$name: $new was promoted" in_state "$new" wait_primary
     check "$name: selling goes on through $new" test "$(sold_since "$P" "$t1")" -gt 0
     same "$name: the same responders sell (none restarted)" "$(RUN_DIR=$CL/a workers)" "$pids"
@@ -332,12 +340,26 @@ rejoined pg2 pg
 same "and the new primary waits for it again" "$(on_node pg2 "SHOW synchronous_standby_names")" \
     "ANY 1 (pgautofailover_standby_1)"
 
-# 4. The PostgreSQL primary (pg2 now) is cut off from every host: the
-# monitor promotes pg. pg2 goes on taking sessions (see monitor_up), but a
+# 4. The PostgreSQL primary (pg2 now) is cut off from every host but the
+# responders': the monitor promotes pg. pg2 goes on taking sessions (see
+# monitor_up), from the responders too, and says it takes writes, but a
 # COMMIT there waits for its standby forever and is never answered 200: the
 # purchases it held are outcome_unknown, their local commits are discarded
 # when it rejoins, and their keys, retried, are bought on the new primary.
-pg_failover "PostgreSQL primary cut off" pg2 pg nft_isolate
+# The responders must leave it by themselves: a worker that saw it unable
+# to commit opens its next session with pg2 last (include/hostlist.h), and
+# lands on pg once pg takes writes.
+isolate_but_responders() { nft_isolate_but "$1" "${ADDR[a]}"; }
+a_log_from=$(($(wc -l <"$CL/a/log/app.log") + 1))
+pg_failover "PostgreSQL primary cut off but from the responders" pg2 pg isolate_but_responders
+echo "# answers meanwhile: $(awk '{print $2}' "$TMP/answers" | sort | uniq -c |
+    awk '{printf "%s×%s ", $1, $2}')($(grep -o '"code":"[a-z_]*"' "$TMP/answers" | cut -d'"' -f4 |
+    sort | uniq -c | awk '{printf "%s×%s ", $1, $2}'))"
+check "the cut-off primary still runs (it did not stop itself): the responders left it" \
+    on_node pg2 "SELECT 1"
+check "a responder saw pg2 unable to commit, and opened its next session on pg" \
+    grep -q "new session on ${ADDR[pg]}:5432, not on ${ADDR[pg2]}:5432, which could not commit" \
+    <(tail -n "+$a_log_from" "$CL/a/log/app.log")
 # Its standby cannot acknowledge a COMMIT, so none is ever confirmed there:
 # the write is still waiting when timeout(1) ends it (124).
 wait "$lone"

@@ -135,6 +135,14 @@ table inet cut {
 NFT
 }
 nft_heal() { on "$1" nft delete table inet cut; } # HOST: undoes nft_cut, nft_isolate
+nft_isolate_but() { # HOST PEER: drops everything on its network link but PEER's
+    on "$1" nft -f - <<NFT
+table inet cut {
+    chain in { type filter hook input priority 0; iifname "eth0" ip saddr != $2 drop; }
+    chain out { type filter hook output priority 0; oifname "eth0" ip daddr != $2 drop; }
+}
+NFT
+}
 nft_isolate() { # HOST: drops everything on its network link (its loopback stays)
     on "$1" nft -f - <<NFT
 table inet cut {

@@ -17,6 +17,7 @@ void unit_run(const char *name, void (*fn)(void))
 int main(void)
 {
     suite_combine();
+    suite_hostlist();
     suite_config();
     suite_jsonscan();
     suite_lock();

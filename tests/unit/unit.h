@@ -34,6 +34,7 @@ void unit_run(const char *name, void (*fn)(void));
 
 /* One per test file. */
 void suite_combine(void);
+void suite_hostlist(void);
 void suite_config(void);
 void suite_jsonscan(void);
 void suite_lock(void);
