@@ -100,8 +100,8 @@ up: deps
 down:
 	@$(STACK) down
 
-# psql, reset and prune act on the stack where it runs: they need none of the
-# settings it was started with (PGPORT, ...), as down does not.
+# psql, reset and prune act on the stack where it runs: like down, they need
+# none of the settings it was started with (PGPORT, ...).
 psql:
 	@$(STACK) psql
 

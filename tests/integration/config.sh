@@ -98,6 +98,13 @@ check "... and warns of WORKRES, naming WORKERS ($out)" grep -qx \
     'stack: warning: WORKRES is not a setting (ignored): did you mean WORKERS?' <<<"$out"
 check "... and of PG_PORT, naming PGPORT" grep -qx \
     'stack: warning: PG_PORT is not a setting (ignored): did you mean PGPORT?' <<<"$out"
+# The names it compares with are those its header documents.
+documented=$(sed -n '2,/^set -/p' "$STACK" | grep -oE '^#   [A-Z][A-Z_]+' | cut -c5- | sort | tr '\n' ' ')
+compared=$(sed -n '/^STACK_SETTINGS="/,/"$/p' "$STACK" | tr -d '"' | sed 's/^STACK_SETTINGS=//' |
+    tr -s ' \n' '\n\n' | grep . | sort | tr '\n' ' ')
+# (PG_PASSWORD is documented in PG_ALLOW's lines.)
+same "stack: the settings it warns of misspelling are those its header lists" "$compared" \
+    "$(printf '%s\n' $documented PG_PASSWORD | sort | tr '\n' ' ')"
 out=$(RUN_DIR="$TMP/never" "$STACK" status 2>&1)
 same "stack in the tests' environment warns of nothing ($out)" "$(grep -c warning <<<"$out")" 0
 

@@ -140,6 +140,7 @@ setting() {
     printf -v "$name" '%d' "$((10#$value))"
 }
 
+# (Not before the usage text.)
 [[ ${1:-} == @(run|up|down|status|stop|psql|reset|prune) ]] && warn_misspelt
 # Whether PGPORT was given: psql, reset and prune follow the running stack's.
 PGPORT_GIVEN=${PGPORT:+yes}
