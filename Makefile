@@ -84,18 +84,24 @@ fail = { echo "make $@: $(1)" >&2; exit 1; }
 BUILD_FAILED = the build failed (the compiler's message is above): fix that; or 'make clean' and try again
 STACK_FAILED = the stack failed (the 'stack:' lines above say why; logs in $${RUN_DIR:-.run}/log): \
                fix that; then 'make down' and try again
+# After the stack's failure: one it foresaw (exit status 1) ended with its own
+# 'stack:' line, which says what failed and what to do, and stays the last
+# word; any other (a command that failed unexpectedly: 70) gets STACK_FAILED.
+stack_fail = { [ $$? -eq 1 ] && exit 1; $(call fail,$(STACK_FAILED)); }
 
 run: deps
 	@$(MAKE) --no-print-directory -s all || $(call fail,$(BUILD_FAILED))
-	@$(STACK) run || $(call fail,$(STACK_FAILED))
+	@$(STACK) run || $(stack_fail)
 
 up: deps
 	@$(MAKE) --no-print-directory -s all || $(call fail,$(BUILD_FAILED))
-	@$(STACK) up || $(call fail,$(STACK_FAILED))
+	@$(STACK) up || $(stack_fail)
 
 down:
 	@$(STACK) down
 
+# psql, reset and prune act on the stack where it runs: like down, they need
+# none of the settings it was started with (PGPORT, ...).
 psql:
 	@$(STACK) psql
 
@@ -148,9 +154,10 @@ install: all
 	    >"$(DESTDIR)$(UNITDIR)/stock-api@.service"
 	chmod 644 "$(DESTDIR)$(UNITDIR)/stock-api@.service"
 
-# Removes idempotency keys older than 24 hours from the local stack.
+# Removes idempotency keys and purchase tokens older than 24 hours from the
+# local stack (sql/prune.sql), and says how many.
 prune:
-	@$(STACK) psql -q -f $(CURDIR)/sql/prune.sql
+	@$(STACK) prune
 
 test-unit: asan
 	@$(UNIT_BIN)

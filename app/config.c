@@ -3,6 +3,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include <libpq-fe.h>
 
@@ -14,19 +15,46 @@
 #define DEFAULT_DATABASE_URL "postgresql://127.0.0.1:5433/redisdistributedlock"
 #define DEFAULT_REDIS_URL    "redis://127.0.0.1:6380"
 
-struct int_setting {
+/* Every setting the responder reads: config_load() takes the numbers from
+ * here, --help lists them all, and a name close to one of them is called a
+ * likely typo (config_classify_name). */
+struct setting {
     const char *name;
+    const char *help; /* for --help */
+    /* A whole number: its unit (NULL: not a number), default, bounds, and
+     * the int in struct config. */
+    const char *unit;
     int def, min, max;
-    size_t offset; /* of the int in struct config */
+    size_t offset;
 };
 
-static const struct int_setting int_settings[] = {
-    {"LOCK_TTL_MS", 5000, 100, 600000, offsetof(struct config, lock_ttl_ms)},
-    {"LOCK_WAIT_MS", 1000, 0, 60000, offsetof(struct config, lock_wait_ms)},
-    {"STATEMENT_TIMEOUT_MS", 500, 10, 60000, offsetof(struct config, statement_timeout_ms)},
-    {"REDIS_TIMEOUT_MS", 250, 10, 10000, offsetof(struct config, redis_timeout_ms)},
-    {"COMBINE_MAX", COMBINE_MAX_DEFAULT, 0, LOCK_BATCH_MAX, offsetof(struct config, combine_max)},
+#define NUMBER(unit, def, min, max, field) unit, def, min, max, offsetof(struct config, field)
+
+static const struct setting settings[] = {
+    {"DATABASE_URL", "PostgreSQL: a libpq connection string or postgresql:// URI", NULL, 0, 0, 0,
+     0},
+    {"REDIS_URL", "redis://[[user]:password@]host[:port][/db] or unix:///path", NULL, 0, 0, 0, 0},
+    {"REDIS_SENTINELS", "host[:port],...: the Redis Sentinels to ask for the primary", NULL, 0, 0,
+     0, 0},
+    {"REDIS_MASTER_NAME", "the name the sentinels know the primary by", NULL, 0, 0, 0, 0},
+    {"REDIS_SENTINEL_PASSWORD", "the sentinels' own password", NULL, 0, 0, 0, 0},
+    {"LOCK_TTL_MS", "lock expiry", NUMBER("milliseconds", 5000, 100, 600000, lock_ttl_ms)},
+    {"LOCK_WAIT_MS", "a buyer's wait for a busy product",
+     NUMBER("milliseconds", 1000, 0, 60000, lock_wait_ms)},
+    {"STATEMENT_TIMEOUT_MS", "PostgreSQL statement_timeout",
+     NUMBER("milliseconds", 500, 10, 60000, statement_timeout_ms)},
+    {"REDIS_TIMEOUT_MS", "Redis connect and command timeout",
+     NUMBER("milliseconds", 250, 10, 10000, redis_timeout_ms)},
+    {"COMBINE_MAX", "queued purchases a lock holder takes with its own, 0: none",
+     NUMBER("purchases", COMBINE_MAX_DEFAULT, 0, LOCK_BATCH_MAX, combine_max)},
+    {"LOG_LEVEL", "error, warn, info or debug (default info)", NULL, 0, 0, 0, 0},
+    {"METRICS_FILE", "the workers' shared metrics (default: metrics beside the socket)", NULL, 0, 0,
+     0, 0},
+    {"FCGI_WEB_SERVER_ADDRS", "libfcgi: the web servers allowed to connect to a TCP socket", NULL,
+     0, 0, 0, 0},
 };
+
+#define SETTING_COUNT (sizeof settings / sizeof settings[0])
 
 static int fail(char *err, size_t errlen, const char *msg)
 {
@@ -232,14 +260,16 @@ int config_load(struct config *cfg, config_lookup_fn lookup, char *err, size_t e
 {
     memset(cfg, 0, sizeof *cfg);
 
-    for (size_t i = 0; i < sizeof int_settings / sizeof int_settings[0]; i++) {
-        const struct int_setting *s = &int_settings[i];
+    for (size_t i = 0; i < SETTING_COUNT; i++) {
+        const struct setting *s = &settings[i];
+        if (s->unit == NULL)
+            continue;
         int *field = (int *)((char *)cfg + s->offset);
         const char *v = lookup(s->name);
         *field = s->def;
         if (v != NULL && v[0] != '\0' && parse_int(v, s->min, s->max, field) < 0) {
-            snprintf(err, errlen, "%s must be a whole number of milliseconds from %d to %d",
-                     s->name, s->min, s->max);
+            snprintf(err, errlen, "%s must be a whole number of %s from %d to %d", s->name, s->unit,
+                     s->min, s->max);
             return -1;
         }
     }
@@ -290,4 +320,119 @@ int config_load(struct config *cfg, config_lookup_fn lookup, char *err, size_t e
         return -1;
     }
     return 0;
+}
+
+void config_usage(FILE *out)
+{
+    for (size_t i = 0; i < SETTING_COUNT; i++) {
+        const struct setting *s = &settings[i];
+        if (s->unit == NULL)
+            fprintf(out, "  %-23s %s\n", s->name, s->help);
+        else
+            fprintf(out, "  %-23s %s (%s, %d to %d; default %d)\n", s->name, s->help, s->unit,
+                    s->min, s->max, s->def);
+    }
+}
+
+#define NAME_LEN_MAX 64
+
+/* The optimal string alignment distance between a and b (at most
+ * NAME_LEN_MAX bytes each), case ignored: a letter wrong, missing or extra,
+ * or two neighbours swapped, count one each. */
+static int name_distance(const char *a, size_t la, const char *b, size_t lb)
+{
+    unsigned char d[NAME_LEN_MAX + 1][NAME_LEN_MAX + 1];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = (unsigned char)i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = (unsigned char)j;
+    for (size_t i = 1; i <= la; i++) {
+        for (size_t j = 1; j <= lb; j++) {
+            int same = toupper((unsigned char)a[i - 1]) == toupper((unsigned char)b[j - 1]);
+            int v = d[i - 1][j - 1] + !same;
+            if (d[i - 1][j] + 1 < v)
+                v = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < v)
+                v = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 &&
+                toupper((unsigned char)a[i - 1]) == toupper((unsigned char)b[j - 2]) &&
+                toupper((unsigned char)a[i - 2]) == toupper((unsigned char)b[j - 1]) &&
+                d[i - 2][j - 2] + 1 < v)
+                v = d[i - 2][j - 2] + 1;
+            d[i][j] = (unsigned char)v;
+        }
+    }
+    return d[la][lb];
+}
+
+/* Whether word (len bytes, case ignored) is one of name's words, those
+ * between underscores. */
+static int has_word(const char *name, const char *word, size_t len)
+{
+    for (const char *p = name; *p != '\0';) {
+        size_t n = strcspn(p, "_");
+        if (n == len && strncasecmp(p, word, len) == 0)
+            return 1;
+        p += n + (p[n] == '_');
+    }
+    return 0;
+}
+
+/* Whether name, NAME_MS, has a word of a millisecond setting's name besides
+ * MS (LOCK_TIMEOUT_MS, REDIS_CONNECT_TIMEOUT_MS): a setting meant for us,
+ * not another program's (SENTINEL_DOWN_AFTER_MS is the stack's). */
+static int like_a_millisecond_setting(const char *name, size_t len)
+{
+    if (len < 4 || strncasecmp(name + len - 3, "_MS", 3) != 0)
+        return 0;
+    size_t end = len - 3; /* the words before _MS */
+    for (size_t at = 0; at < end;) {
+        const char *us = memchr(name + at, '_', end - at);
+        size_t n = us != NULL ? (size_t)(us - (name + at)) : end - at;
+        for (size_t i = 0; i < SETTING_COUNT && n > 0; i++)
+            if (settings[i].unit != NULL && strcmp(settings[i].unit, "milliseconds") == 0 &&
+                has_word(settings[i].name, name + at, n))
+                return 1;
+        at += n + 1;
+    }
+    return 0;
+}
+
+enum config_name config_classify_name(const char *name, size_t len, char *msg, size_t cap)
+{
+    const struct setting *nearest = NULL;
+    int best = 3;
+    msg[0] = '\0';
+    if (len > NAME_LEN_MAX)
+        return CONFIG_NAME_OTHER;
+    for (size_t i = 0; i < SETTING_COUNT; i++) {
+        const char *s = settings[i].name;
+        if (strlen(s) == len && strncmp(s, name, len) == 0)
+            return CONFIG_NAME_SETTING;
+        int d = name_distance(name, len, s, strlen(s));
+        if (strlen(s) == len + 3 && strncasecmp(s, name, len) == 0 && strcmp(s + len, "_MS") == 0)
+            d = 1; /* the unit left out: REDIS_TIMEOUT */
+        /* Two slips in a long name; one in a short one. */
+        if (d < best && d <= (strlen(s) >= 8 ? 2 : 1)) {
+            best = d;
+            nearest = &settings[i];
+        }
+    }
+    if (nearest != NULL) {
+        snprintf(msg, cap, "%.*s is not a setting (ignored): did you mean %s?", (int)len, name,
+                 nearest->name);
+        return CONFIG_NAME_SUSPECT;
+    }
+    if (!like_a_millisecond_setting(name, len))
+        return CONFIG_NAME_OTHER;
+    int n = snprintf(msg, cap, "%.*s is not a setting (ignored); the ones in milliseconds are",
+                     (int)len, name);
+    const char *sep = " ";
+    for (size_t i = 0; i < SETTING_COUNT && n > 0 && (size_t)n < cap; i++) {
+        if (settings[i].unit == NULL || strcmp(settings[i].unit, "milliseconds") != 0)
+            continue;
+        n += snprintf(msg + n, cap - (size_t)n, "%s%s", sep, settings[i].name);
+        sep = ", ";
+    }
+    return CONFIG_NAME_SUSPECT;
 }

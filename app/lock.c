@@ -410,7 +410,10 @@ static int connect_to(struct lock_client *lc, struct timeval tv, const char *hos
     }
     lc->redis = c;
     if (c->err) {
-        set_err(lc, "redis connect: %s", c->errstr);
+        if (host != NULL)
+            set_err(lc, "redis connect: %s:%d: %s", host, port, c->errstr);
+        else
+            set_err(lc, "redis connect: %s: %s", t->path, c->errstr);
         goto fail;
     }
     /* The connect timeout does not bound commands: without this a Redis that

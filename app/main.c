@@ -97,12 +97,37 @@ static void usage(FILE *out)
           "A FastCGI responder for POST /buy/{id}. Run it under spawn-fcgi, which\n"
           "passes the listening socket as file descriptor 0, for example:\n"
           "  spawn-fcgi -n -s /run/stock.sock -M 0660 -- /usr/bin/multiwatch -f 4 -- stock-fcgi\n"
-          "Configuration comes from the environment: DATABASE_URL, REDIS_URL, LOCK_TTL_MS,\n"
-          "LOCK_WAIT_MS, STATEMENT_TIMEOUT_MS, REDIS_TIMEOUT_MS, LOG_LEVEL (see README.md).\n"
           "\n"
           "  --check-config  validate the environment, connect to PostgreSQL and Redis,\n"
-          "                  and exit 0 if all is well (non-zero with the reason if not)\n",
+          "                  and exit 0 if all is well (non-zero with the reason if not)\n"
+          "\n"
+          "Settings, from the environment (see README.md):\n",
           out);
+    config_usage(out);
+}
+
+/* Each environment variable that looks like a misspelt setting, which would
+ * otherwise be ignored without a word, told to say(). */
+static void warn_misspelt(void (*say)(const char *msg))
+{
+    extern char **environ;
+    char msg[CONFIG_ERR_MAX];
+    for (char **e = environ; *e != NULL; e++) {
+        const char *eq = strchr(*e, '=');
+        size_t len = eq != NULL ? (size_t)(eq - *e) : strlen(*e);
+        if (config_classify_name(*e, len, msg, sizeof msg) == CONFIG_NAME_SUSPECT)
+            say(msg);
+    }
+}
+
+static void say_on_stderr(const char *msg)
+{
+    fprintf(stderr, "stock-fcgi: warning: %s\n", msg);
+}
+
+static void say_in_log(const char *msg)
+{
+    log_warn("%s", msg);
 }
 
 /* Where this process would take requests from: fd 0, as spawn-fcgi passes
@@ -146,6 +171,7 @@ static int check_config(const struct config *cfg)
     struct store st;
     struct lock_client lc;
     log_set_level(LOG_WARN);
+    warn_misspelt(say_on_stderr);
     int pg = store_open(&st, cfg), redis = lock_client_open(&lc, cfg);
     if (pg < 0)
         fprintf(stderr, "stock-fcgi: %s\n", st.err);
@@ -262,6 +288,7 @@ int main(int argc, char **argv)
              "redis_timeout_ms=%d listen=%s version=" STOCK_VERSION,
              cfg.lock_ttl_ms, cfg.lock_wait_ms, cfg.statement_timeout_ms, cfg.redis_timeout_ms,
              listen);
+    warn_misspelt(say_in_log);
 
     FCGX_Request fcgi;
     if (FCGX_InitRequest(&fcgi, 0, 0) != 0) {

@@ -6,11 +6,14 @@
  *
  * The stack-only variables (WORKERS, PORT, PGPORT, REDIS_PORT) are read by
  * tests/stack/stack.sh, not here: the responder never listens on a port.
+ * Every setting is in one table in config.c: config_load() reads it,
+ * config_usage() lists it, config_classify_name() compares names with it.
  */
 #ifndef STOCK_CONFIG_H
 #define STOCK_CONFIG_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "log.h"
 
@@ -81,5 +84,17 @@ int config_parse_redis_url(const char *url, struct redis_target *out, char *err,
  * Returns 0, or -1 with a message in err. */
 int config_parse_sentinels(const char *list, const char *master, struct redis_sentinels *out,
                            char *err, size_t errlen);
+
+/* Lists every setting, one a line, with its bounds and default (--help). */
+void config_usage(FILE *out);
+
+/* What an environment variable's name (len bytes; "NAME=value" works) is to
+ * the responder: one of its settings; another program's; or, likely, a
+ * misspelt setting, which the responder would ignore: a name within two
+ * slips of a setting's (a letter wrong, missing or extra, two swapped; case
+ * ignored), or NAME_MS with a word of a millisecond setting's name. For the
+ * last, msg (cap bytes) says so and what was meant; it is empty otherwise. */
+enum config_name { CONFIG_NAME_SETTING, CONFIG_NAME_OTHER, CONFIG_NAME_SUSPECT };
+enum config_name config_classify_name(const char *name, size_t len, char *msg, size_t cap);
 
 #endif

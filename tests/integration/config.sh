@@ -28,9 +28,18 @@ rejects REDIS_URL=localhost:6379
 rejects DATABASE_URL="postgresql://host/db?nosuchoption=1"
 rejects LOG_LEVEL=loud
 rejects METRICS_FILE=relative/metrics
+# Each number's message names its unit.
+same "COMBINE_MAX=65: its message counts purchases" "$(COMBINE_MAX=65 "$STOCK_BIN" 2>&1 </dev/null)" \
+    "stock-fcgi: COMBINE_MAX must be a whole number of purchases from 0 to 64"
 
-"$STOCK_BIN" --help >/dev/null 2>&1
+help=$("$STOCK_BIN" --help 2>&1)
 same "--help exits 0" "$?" 0
+# Every responder setting of the README's table, in --help.
+missing=()
+for name in $(awk -F'|' '$4 ~ /responder/ { print $2 }' "$ROOT/README.md" | grep -oE '`[A-Z_]+`' | tr -d '`'); do
+    grep -qE "^  $name " <<<"$help" || missing+=("$name")
+done
+same "--help lists every responder setting the README lists" "${missing[*]}" ""
 same "--version names the program" "$("$STOCK_BIN" --version)" "stock-fcgi 0.1.0"
 "$STOCK_BIN" --bogus >/dev/null 2>&1
 same "an unknown option exits 2" "$?" 2
@@ -40,6 +49,16 @@ same "outside FastCGI (stdin not a socket) it prints usage and exits 2" "$?/${er
 
 out=$(DATABASE_URL=$STACK_DB REDIS_URL=$STACK_REDIS "$STOCK_BIN" --check-config 2>&1)
 same "--check-config against the stack exits 0" "$?" 0
+same "--check-config in the tests' environment warns of nothing ($out)" "$(grep -c warning <<<"$out")" 0
+# A misspelt setting would be ignored: a warning says so, and what was meant.
+out=$(LOCK_TIMEOUT_MS=100 LOCK_WIAT_MS=100 DATABASE_URL=$STACK_DB REDIS_URL=$STACK_REDIS \
+    "$STOCK_BIN" --check-config 2>&1)
+rc=$?
+same "--check-config with misspelt settings still exits 0" "$rc" 0
+check "... and warns of LOCK_WIAT_MS, naming LOCK_WAIT_MS ($out)" grep -qx \
+    'stock-fcgi: warning: LOCK_WIAT_MS is not a setting (ignored): did you mean LOCK_WAIT_MS?' <<<"$out"
+check "... and of LOCK_TIMEOUT_MS, naming the millisecond settings" grep -q \
+    '^stock-fcgi: warning: LOCK_TIMEOUT_MS is not a setting (ignored); the ones in milliseconds are LOCK_TTL_MS, LOCK_WAIT_MS' <<<"$out"
 check "--check-config without a socket on fd 0 says so ($out)" grep -q 'listening on nothing' <<<"$out"
 # Under spawn-fcgi, as a pool runs it: the address it will take requests on,
 # and a TCP socket without FCGI_WEB_SERVER_ADDRS is called open to anyone.
@@ -59,14 +78,35 @@ check "--check-config with FCGI_WEB_SERVER_ADDRS reports just the address ($out)
 dead=$("$ROOT/tests/stack/free-port.sh" 1)
 out=$(DATABASE_URL=$STACK_DB REDIS_URL=redis://127.0.0.1:$dead "$STOCK_BIN" --check-config 2>&1)
 rc=$?
-check "--check-config with Redis down exits 1 and says why ($out)" \
-    test "$rc" = 1 -a -n "$(grep -i 'redis connect' <<<"$out")"
+check "--check-config with Redis down exits 1 and says why, with the address ($out)" \
+    test "$rc" = 1 -a -n "$(grep -F "redis connect: 127.0.0.1:$dead: Connection refused" <<<"$out")"
 
 for bad in WORKERS=0 WORKERS=many PORT=70000 PGPORT=-1 REDIS_PORT=6380x RATE_LIMIT=fast PER_PRODUCT=0; do
     out=$(env "$bad" RUN_DIR="$TMP/never" "$STACK" status 2>&1)
     rc=$?
-    check "stack refuses $bad, naming ${bad%%=*}" test "$rc" != 0 -a -n "$(grep "${bad%%=*}" <<<"$out")"
+    check "stack refuses $bad, naming ${bad%%=*}, in its last line alone ($out)" \
+        test "$rc" = 1 -a -n "$(tail -n 1 <<<"$out" | grep "^stack: ${bad%%=*} must be")"
 done
+out=$(SENTINEL_DOWN_AFTER_MS=5 RUN_DIR="$TMP/never" "$STACK" status 2>&1)
+same "stack refuses SENTINEL_DOWN_AFTER_MS=5, naming its unit" "$out" \
+    "stack: SENTINEL_DOWN_AFTER_MS must be a whole number of milliseconds from 100 to 600000 (got '5')"
+# The stack's own settings misspelt: a warning, not a refusal.
+out=$(WORKRES=2 PG_PORT=5999 RUN_DIR="$TMP/never" "$STACK" status 2>&1)
+rc=$?
+same "stack with WORKRES and PG_PORT set: still runs" "$rc" 0
+check "... and warns of WORKRES, naming WORKERS ($out)" grep -qx \
+    'stack: warning: WORKRES is not a setting (ignored): did you mean WORKERS?' <<<"$out"
+check "... and of PG_PORT, naming PGPORT" grep -qx \
+    'stack: warning: PG_PORT is not a setting (ignored): did you mean PGPORT?' <<<"$out"
+# The names it compares with are those its header documents.
+documented=$(sed -n '2,/^set -/p' "$STACK" | grep -oE '^#   [A-Z][A-Z_]+' | cut -c5- | sort | tr '\n' ' ')
+compared=$(sed -n '/^STACK_SETTINGS="/,/"$/p' "$STACK" | tr -d '"' | sed 's/^STACK_SETTINGS=//' |
+    tr -s ' \n' '\n\n' | grep . | sort | tr '\n' ' ')
+# (PG_PASSWORD is documented in PG_ALLOW's lines.)
+same "stack: the settings it warns of misspelling are those its header lists" "$compared" \
+    "$(printf '%s\n' $documented PG_PASSWORD | sort | tr '\n' ' ')"
+out=$(RUN_DIR="$TMP/never" "$STACK" status 2>&1)
+same "stack in the tests' environment warns of nothing ($out)" "$(grep -c warning <<<"$out")" 0
 
 # The docker-compose rendering of the nginx configuration, checked by nginx.
 "$ROOT/nginx/render.sh" "$TMP/nginx" LISTEN=3000 FCGI_SOCKET=/run/stock/app.sock \

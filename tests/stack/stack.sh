@@ -12,6 +12,10 @@
 #   stack.sh stop S   stop one service: nginx, app, redis, sentinel or postgres (up restarts it)
 #   stack.sh psql     psql on the stack's database
 #   stack.sh reset    empty the tables and seed them again
+#   stack.sh prune    remove idempotency keys and purchase tokens older than
+#                     24 hours (sql/prune.sql), and say how many
+# psql, reset and prune find the stack's PostgreSQL where it runs, whatever
+# PGPORT it was started with.
 #
 # Settings, from the environment:
 #   RUN_DIR     state directory            (default: .run in the repository)
@@ -62,34 +66,91 @@
 # other user.
 set -Eeuo pipefail
 # A command that fails where no message was planned still gets a line that
-# names it (make's own "Error 1" names nothing).
-trap 'echo "stack: failed unexpectedly: $BASH_COMMAND (line $LINENO of $0)" >&2' ERR
+# names it (make's own "Error 1" names nothing), and exit status 70; a
+# failure this script foresaw (die) says what failed and what to do on its
+# last line, and exits 1. The Makefile adds its own last line after 70 only.
+trap 'echo "stack: failed unexpectedly: $BASH_COMMAND (line $LINENO of $0)" >&2; exit 70' ERR
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CALLER_DIR=$PWD
 DB_NAME=redisdistributedlock
 
+# The last word of a failure: a start that fails half-way (ON_DIE) stops
+# what it started first, so that this line comes last.
 die() {
+    if [[ -n ${ON_DIE:-} ]]; then
+        local cleanup=$ON_DIE
+        ON_DIE=
+        trap - EXIT
+        $cleanup
+    fi
     echo "stack: $*" >&2
     exit 1
 }
 
-# A whole number within bounds, or a clear message naming the variable.
-setting() {
-    local name=$1 def=$2 min=$3 max=$4 value
-    value=${!name:-$def}
-    [[ $value =~ ^[0-9]{1,6}$ ]] && ((10#$value >= min && 10#$value <= max)) ||
-        die "$name must be a whole number from $min to $max (got '$value')"
-    printf '%d' "$((10#$value))"
+# The stack's own settings, as the header above lists them.
+STACK_SETTINGS="RUN_DIR SERVICES BIND PORT PGPORT REDIS_PORT WORKERS OVERFLOW_WORKERS PER_PRODUCT
+    RATE_LIMIT METRICS_ALLOW STOCK_BIN PG_ALLOW PG_PASSWORD REDIS_PASSWORD REDIS_REPLICAOF
+    SENTINEL_MONITOR SENTINEL_PORT SENTINEL_PASSWORD SENTINEL_DOWN_AFTER_MS REAL_IP_FROM
+    UPSTREAMS FAIL_TIMEOUT"
+
+# A warning for each variable in the environment whose name looks like a
+# misspelt setting of the stack's, which would be ignored without a word:
+# within two slips of one (a letter wrong, missing or extra, two swapped;
+# case ignored), one for a name shorter than 8. The responder warns of its
+# own settings (stock-fcgi --check-config, which up runs).
+warn_misspelt() {
+    compgen -e | awk -v known="$STACK_SETTINGS" '
+        # The optimal string alignment distance, case ignored.
+        function distance(a, b,    la, lb, i, j, d, v) {
+            a = toupper(a); b = toupper(b); la = length(a); lb = length(b)
+            for (i = 0; i <= la; i++) d[i, 0] = i
+            for (j = 0; j <= lb; j++) d[0, j] = j
+            for (i = 1; i <= la; i++)
+                for (j = 1; j <= lb; j++) {
+                    v = d[i - 1, j - 1] + (substr(a, i, 1) != substr(b, j, 1))
+                    if (d[i - 1, j] + 1 < v) v = d[i - 1, j] + 1
+                    if (d[i, j - 1] + 1 < v) v = d[i, j - 1] + 1
+                    if (i > 1 && j > 1 && substr(a, i, 1) == substr(b, j - 1, 1) &&
+                        substr(a, i - 1, 1) == substr(b, j, 1) && d[i - 2, j - 2] + 1 < v)
+                        v = d[i - 2, j - 2] + 1
+                    d[i, j] = v
+                }
+            return d[la, lb]
+        }
+        BEGIN { n = split(known, k, /[ \n]+/); for (i = 1; i <= n; i++) is[k[i]] = 1 }
+        !($0 in is) && length($0) <= 64 {
+            best = 3
+            for (i = 1; i <= n; i++) {
+                d = distance($0, k[i])
+                if (d < best && d <= (length(k[i]) >= 8 ? 2 : 1)) { best = d; near = k[i] }
+            }
+            if (best < 3)
+                printf "stack: warning: %s is not a setting (ignored): did you mean %s?\n", $0, near
+        }' >&2
 }
 
-PORT=$(setting PORT 3000 1 65535)
-PGPORT=$(setting PGPORT 5433 1 65535)
-REDIS_PORT=$(setting REDIS_PORT 6380 1 65535)
-WORKERS=$(setting WORKERS 12 1 256)
-OVERFLOW_WORKERS=$(setting OVERFLOW_WORKERS 32 1 256)
-PER_PRODUCT=$(setting PER_PRODUCT 2 1 256)
-RATE_LIMIT=$(setting RATE_LIMIT 0 0 100000)
+# A whole number within bounds into the variable NAME, or a clear message
+# naming it (and its unit, if any).
+setting() {
+    local name=$1 def=$2 min=$3 max=$4 unit=${5:+ of $5} value
+    value=${!name:-$def}
+    [[ $value =~ ^[0-9]{1,6}$ ]] && ((10#$value >= min && 10#$value <= max)) ||
+        die "$name must be a whole number$unit from $min to $max (got '$value')"
+    printf -v "$name" '%d' "$((10#$value))"
+}
+
+# (Not before the usage text.)
+[[ ${1:-} == @(run|up|down|status|stop|psql|reset|prune) ]] && warn_misspelt
+# Whether PGPORT was given: psql, reset and prune follow the running stack's.
+PGPORT_GIVEN=${PGPORT:+yes}
+setting PORT 3000 1 65535
+setting PGPORT 5433 1 65535
+setting REDIS_PORT 6380 1 65535
+setting WORKERS 12 1 256
+setting OVERFLOW_WORKERS 32 1 256
+setting PER_PRODUCT 2 1 256
+setting RATE_LIMIT 0 0 100000
 METRICS_ALLOW=${METRICS_ALLOW:-127.0.0.1}
 SERVICES=${SERVICES:-postgres redis app nginx}
 BIND=${BIND:-127.0.0.1}
@@ -110,8 +171,8 @@ fi
     die "REDIS_REPLICAOF must be HOST:PORT (got '$REDIS_REPLICAOF')"
 ! runs sentinel || [[ ${SENTINEL_MONITOR:-} =~ ^[A-Za-z0-9._-]+\ [0-9.]+:[0-9]{1,5}\ [0-9]{1,2}$ ]] ||
     die "SERVICES has sentinel: set SENTINEL_MONITOR to \"NAME HOST:PORT QUORUM\""
-SENTINEL_PORT=$(setting SENTINEL_PORT 26379 1 65535)
-SENTINEL_DOWN_AFTER_MS=$(setting SENTINEL_DOWN_AFTER_MS 5000 100 600000)
+setting SENTINEL_PORT 26379 1 65535
+setting SENTINEL_DOWN_AFTER_MS 5000 100 600000 milliseconds
 [[ -z ${PG_ALLOW:-} || -n ${PG_PASSWORD:-} ]] || die "PG_ALLOW needs PG_PASSWORD"
 # Passwords go into URLs and configuration files as they are: characters
 # that need no quoting or escaping anywhere.
@@ -176,11 +237,17 @@ conninfo() {
     printf "host='%s' port=%s user=postgres dbname=%s" "$host" "$PGPORT" "$1"
 }
 
-pg_bin() {
-    local dir
-    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-    [[ -x $dir/$1 ]] || die "PostgreSQL server binaries not found: run 'make deps'"
-    printf '%s/%s' "$dir" "$1"
+# PostgreSQL's server binaries (the newest installed) in PG_BIN; 1 if none.
+# Not a command substitution: its die would be a subshell's, followed by a
+# "failed unexpectedly" line.
+find_pg_bin() {
+    [[ -n ${PG_BIN:-} ]] && return 0
+    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1) || true
+    [[ -x $PG_BIN/pg_ctl ]] || { PG_BIN= && return 1; }
+}
+
+need_pg_bin() {
+    find_pg_bin || die "PostgreSQL server binaries not found: run 'make deps'"
 }
 
 # True while pid runs (a zombie, already exited, does not count).
@@ -220,16 +287,32 @@ psql_stack() {
 }
 
 pg_running() {
-    as_user "$(pg_bin pg_ctl)" -D "$PGDATA" status >/dev/null 2>&1
+    find_pg_bin || return 1
+    as_user "$PG_BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1
+}
+
+# The port of the stack's PostgreSQL, for psql, reset and prune: the running
+# server's (its postmaster.pid records it, line 4), so that a stack started
+# with another PGPORT is found without it; when none runs, PGPORT if given,
+# else the port it last ran on (stack.conf, written at every start).
+find_pgport() {
+    local port=
+    if pg_running && [[ -r $PGDATA/postmaster.pid ]]; then
+        port=$(sed -n 4p "$PGDATA/postmaster.pid")
+    elif [[ -z $PGPORT_GIVEN && -r $PGDATA/stack.conf ]]; then
+        port=$(sed -n 's/^port = //p' "$PGDATA/stack.conf")
+    fi
+    if [[ $port =~ ^[0-9]{1,5}$ ]]; then PGPORT=$port; fi
 }
 
 start_postgres() {
     pg_running && return 0
+    need_pg_bin
     local fresh=no
     if [[ ! -f $PGDATA/PG_VERSION ]]; then
         fresh=yes
         echo "stack: creating the database cluster in $PGDATA"
-        as_user "$(pg_bin initdb)" -D "$PGDATA" -U postgres -A trust -E UTF8 --locale=C \
+        as_user "$PG_BIN/initdb" -D "$PGDATA" -U postgres -A trust -E UTF8 --locale=C \
             --no-sync >"$LOG/initdb.log" 2>&1 || die "initdb failed: see $LOG/initdb.log"
         echo "include_if_exists = 'stack.conf'" >>"$PGDATA/postgresql.conf"
     fi
@@ -248,7 +331,7 @@ CONF
     grep -v '^#' "$PGDATA/pg_hba.conf" | grep . >"$PGDATA/stack_hba.conf"
     [[ -z ${PG_ALLOW:-} ]] || echo "host all postgres $PG_ALLOW scram-sha-256" >>"$PGDATA/stack_hba.conf"
     [[ $(id -u) -eq 0 ]] && chown "$STACK_USER:" "$PGDATA/stack.conf" "$PGDATA/stack_hba.conf"
-    as_user "$(pg_bin pg_ctl)" -D "$PGDATA" -l "$LOG/postgres.log" -w -t 60 start >/dev/null ||
+    as_user "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$LOG/postgres.log" -w -t 60 start >/dev/null ||
         die "PostgreSQL did not start: see $LOG/postgres.log"
     STARTED+=(postgres)
     if [[ $fresh == yes ]]; then
@@ -268,7 +351,7 @@ CONF
 
 stop_postgres() {
     [[ -f $PGDATA/PG_VERSION ]] && pg_running || return 0
-    as_user "$(pg_bin pg_ctl)" -D "$PGDATA" -m fast -w stop >/dev/null || true
+    as_user "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null || true
 }
 
 redis_cli() {
@@ -386,7 +469,8 @@ start_app() {
     fi
     export DATABASE_URL REDIS_URL
     # A bad setting fails here with its message, not as a crash loop.
-    as_user "$RUN/bin/stock-fcgi" --check-config >/dev/null || die "the responder cannot start"
+    as_user "$RUN/bin/stock-fcgi" --check-config >/dev/null ||
+        die "the responder cannot start: its 'stock-fcgi:' line above says why"
     # Fresh counters for fresh pools (see include/metrics.h), unless one
     # pool still runs and counts in the file.
     alive "$(pid_of "$RUN/app.pid")" || alive "$(pid_of "$RUN/overflow.pid")" ||
@@ -426,7 +510,8 @@ wait_ready() {
 # this call started, and leaves alone what was running before.
 up() {
     STARTED=()
-    trap 'echo "stack: start failed; stopping what was started" >&2; stop_started' EXIT
+    ON_DIE=start_failed
+    trap start_failed EXIT
     runs postgres && start_postgres
     runs redis && start_redis
     runs sentinel && start_sentinel
@@ -436,6 +521,12 @@ up() {
         wait_ready
     fi
     trap - EXIT
+    ON_DIE=
+}
+
+start_failed() {
+    echo "stack: start failed; stopping what was started" >&2
+    stop_started
 }
 
 stop_started() {
@@ -526,14 +617,28 @@ reset() {
     echo "stack: database reseeded"
 }
 
+# sql/prune.sql, and how many rows it removed from each table: psql echoes
+# each statement (-e) before its command tag ("DELETE 3").
+prune() {
+    local out
+    out=$(PGOPTIONS='-c client_min_messages=warning' psql -X -e -v ON_ERROR_STOP=1 \
+        "$(conninfo "$DB_NAME")" -f "$ROOT/sql/prune.sql")
+    awk '/^DELETE FROM [a-z_]+/ { table = $3; gsub(/_/, " ", table) }
+        /^DELETE [0-9]+$/ { done = done sep table " " $2; sep = ", " }
+        END { print "stack: pruned what was older than 24 hours: " done }' <<<"$out"
+}
+
 cmd=${1:-}
 [[ $# -gt 0 ]] && shift
 case $cmd in
-run | up | reset) prepare_run_dir yes ;;
-down | status | stop | psql)
-    # No state directory: nothing was ever started here.
+run | up) prepare_run_dir yes ;;
+reset)
+    prepare_run_dir yes
+    find_pgport
+    ;;
+down | status | stop | psql | prune)
     if ! prepare_run_dir no; then # no state directory: nothing was ever started here
-        [[ $cmd == psql ]] && die "the stack is not running: start it with make up"
+        [[ $cmd == psql || $cmd == prune ]] && die "the stack is not running: start it with make up"
         [[ $cmd == status ]] && echo "not running (no ${RUN_DIR:-.run} yet)"
         exit 0
     fi
@@ -545,10 +650,15 @@ up) up ;;
 down) down ;;
 status) status ;;
 stop) stop "$@" ;;
-psql)
+psql | prune)
     pg_running || die "the stack is not running: start it with make up"
-    cd "$CALLER_DIR" # so \i and \o paths mean what the user expects
-    psql "$(conninfo "$DB_NAME")" "$@"
+    find_pgport
+    if [[ $cmd == prune ]]; then
+        prune
+    else
+        cd "$CALLER_DIR" # so \i and \o paths mean what the user expects
+        psql "$(conninfo "$DB_NAME")" "$@"
+    fi
     ;;
 reset) reset ;;
 *)

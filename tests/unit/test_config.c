@@ -1,4 +1,6 @@
-/* test_config.c -- defaults, validation and REDIS_URL parsing. */
+/* test_config.c -- defaults, validation, REDIS_URL parsing, and the names
+ * that look like misspelt settings. */
+#include <stdio.h>
 #include <string.h>
 
 #include "config.h"
@@ -80,6 +82,130 @@ static void config_rejects_bad_values_naming_the_variable(void)
         CHECK_CASE(load(env, &cfg, err) < 0, cases[i].setting);
         CHECK_CASE(strstr(err, cases[i].named) != NULL, cases[i].setting);
     }
+}
+
+/* Each number's message names its unit: COMBINE_MAX counts purchases. */
+static void config_messages_name_the_unit(void)
+{
+    static const char *const combine[] = {"COMBINE_MAX=65", NULL};
+    static const char *const wait[] = {"LOCK_WAIT_MS=x", NULL};
+    struct config cfg;
+    char err[CONFIG_ERR_MAX];
+    CHECK(load(combine, &cfg, err) < 0);
+    CHECK(strcmp(err, "COMBINE_MAX must be a whole number of purchases from 0 to 64") == 0);
+    CHECK(load(wait, &cfg, err) < 0);
+    CHECK(strcmp(err, "LOCK_WAIT_MS must be a whole number of milliseconds from 0 to 60000") == 0);
+}
+
+/* Every name config_load() looks up is a setting of the one table (the one
+ * --help lists and typos are compared with). */
+static int unknown_lookups;
+
+static const char *checking_lookup(const char *name)
+{
+    char msg[CONFIG_ERR_MAX];
+    if (config_classify_name(name, strlen(name), msg, sizeof msg) != CONFIG_NAME_SETTING) {
+        printf("#   looked up %s, which is not in the settings table\n", name);
+        unknown_lookups++;
+    }
+    return NULL;
+}
+
+static void config_reads_only_listed_settings(void)
+{
+    struct config cfg;
+    char err[CONFIG_ERR_MAX];
+    unknown_lookups = 0;
+    CHECK(config_load(&cfg, checking_lookup, err, sizeof err) == 0);
+    CHECK(unknown_lookups == 0);
+    /* And --help lists each of them. */
+    char help[4096] = "";
+    FILE *f = fmemopen(help, sizeof help - 1, "w");
+    CHECK(f != NULL);
+    if (f == NULL)
+        return;
+    config_usage(f);
+    fclose(f);
+    static const char *const names[] = {"DATABASE_URL",
+                                        "REDIS_URL",
+                                        "REDIS_SENTINELS",
+                                        "REDIS_MASTER_NAME",
+                                        "REDIS_SENTINEL_PASSWORD",
+                                        "LOCK_TTL_MS",
+                                        "LOCK_WAIT_MS",
+                                        "STATEMENT_TIMEOUT_MS",
+                                        "REDIS_TIMEOUT_MS",
+                                        "COMBINE_MAX",
+                                        "LOG_LEVEL",
+                                        "METRICS_FILE",
+                                        "FCGI_WEB_SERVER_ADDRS"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        CHECK_CASE(strstr(help, names[i]) != NULL, names[i]);
+    CHECK(strstr(help, "COMBINE_MAX             queued purchases") != NULL);
+    CHECK(strstr(help, "(purchases, 0 to 64; default 32)") != NULL);
+}
+
+/* A misspelt setting would be ignored without a word: the names that look
+ * like one are told apart from ours and from other programs'. */
+static void names_that_look_like_misspelt_settings(void)
+{
+    static const struct {
+        const char *name;
+        enum config_name want;
+        const char *says; /* in the message, for a suspect */
+    } cases[] = {
+        {"LOCK_WAIT_MS", CONFIG_NAME_SETTING, NULL},
+        {"COMBINE_MAX", CONFIG_NAME_SETTING, NULL},
+        {"FCGI_WEB_SERVER_ADDRS", CONFIG_NAME_SETTING, NULL},
+        /* Slips: a letter wrong, missing, extra, two swapped; case. */
+        {"LOCK_WIAT_MS", CONFIG_NAME_SUSPECT, "did you mean LOCK_WAIT_MS?"},
+        {"LOG_LEVL", CONFIG_NAME_SUSPECT, "did you mean LOG_LEVEL?"},
+        {"LOGLEVEL", CONFIG_NAME_SUSPECT, "did you mean LOG_LEVEL?"},
+        {"REDIS_URLS", CONFIG_NAME_SUSPECT, "did you mean REDIS_URL?"},
+        {"DATABSE_URI", CONFIG_NAME_SUSPECT, "did you mean DATABASE_URL?"},
+        {"lock_ttl_ms", CONFIG_NAME_SUSPECT, "did you mean LOCK_TTL_MS?"},
+        {"REDIS_TIMEOUT", CONFIG_NAME_SUSPECT, "did you mean REDIS_TIMEOUT_MS?"},
+        {"COMBINE_MAXIMUM", CONFIG_NAME_OTHER, NULL},
+        /* A millisecond setting of ours by its words, not by its spelling. */
+        {"LOCK_TIMEOUT_MS", CONFIG_NAME_SUSPECT,
+         "LOCK_TIMEOUT_MS is not a setting (ignored); the ones in milliseconds are LOCK_TTL_MS, "
+         "LOCK_WAIT_MS, STATEMENT_TIMEOUT_MS, REDIS_TIMEOUT_MS"},
+        {"REDIS_CONNECT_TIMEOUT_MS", CONFIG_NAME_SUSPECT, "the ones in milliseconds are"},
+        {"lock_timeout_ms", CONFIG_NAME_SUSPECT, "the ones in milliseconds are"},
+        /* Other programs' and the stack's own, which reach the responder
+         * too: no warning. */
+        {"SENTINEL_DOWN_AFTER_MS", CONFIG_NAME_OTHER, NULL},
+        {"REDIS_PORT", CONFIG_NAME_OTHER, NULL},
+        {"REDIS_PASSWORD", CONFIG_NAME_OTHER, NULL},
+        {"SENTINEL_PASSWORD", CONFIG_NAME_OTHER, NULL},
+        {"METRICS_ALLOW", CONFIG_NAME_OTHER, NULL},
+        {"WORKERS", CONFIG_NAME_OTHER, NULL},
+        {"PGPORT", CONFIG_NAME_OTHER, NULL},
+        {"PATH", CONFIG_NAME_OTHER, NULL},
+        {"STOCK_FAULT", CONFIG_NAME_OTHER, NULL},
+        {"ASAN_OPTIONS", CONFIG_NAME_OTHER, NULL},
+        {"TIMEOUT_MS", CONFIG_NAME_SUSPECT, "the ones in milliseconds are"},
+        {"_MS", CONFIG_NAME_OTHER, NULL},
+        {"MS", CONFIG_NAME_OTHER, NULL},
+        {"", CONFIG_NAME_OTHER, NULL},
+        {"AN_EXTREMELY_LONG_NAME_THAT_NO_SETTING_COMES_ANYWHERE_NEAR_AT_ALL_MS", CONFIG_NAME_OTHER,
+         NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char msg[CONFIG_ERR_MAX] = "x";
+        const char *n = cases[i].name;
+        CHECK_CASE(config_classify_name(n, strlen(n), msg, sizeof msg) == cases[i].want, n);
+        if (cases[i].says != NULL)
+            CHECK_CASE(strstr(msg, cases[i].says) != NULL && strncmp(msg, n, strlen(n)) == 0, n);
+        else
+            CHECK_CASE(msg[0] == '\0', n);
+    }
+    /* The name ends at len: an environment entry is passed as it is. */
+    char msg[CONFIG_ERR_MAX];
+    CHECK(config_classify_name("LOCK_WAIT_MS=5", 12, msg, sizeof msg) == CONFIG_NAME_SETTING);
+    CHECK(config_classify_name("LOCK_TIMEOUT_MS=5", 15, msg, sizeof msg) == CONFIG_NAME_SUSPECT);
+    CHECK(strstr(msg, "=5") == NULL);
+    CHECK(config_classify_name("PATH=/LOCK_TIMEOUT_MS", 4, msg, sizeof msg) == CONFIG_NAME_OTHER);
 }
 
 static void config_requires_ttl_above_critical_section(void)
@@ -199,6 +325,9 @@ void suite_config(void)
     RUN(config_defaults_match_the_local_stack);
     RUN(config_reads_every_variable);
     RUN(config_rejects_bad_values_naming_the_variable);
+    RUN(config_messages_name_the_unit);
+    RUN(config_reads_only_listed_settings);
+    RUN(names_that_look_like_misspelt_settings);
     RUN(config_requires_ttl_above_critical_section);
     RUN(config_never_echoes_a_redis_password);
     RUN(redis_url_forms_parse);
