@@ -43,22 +43,24 @@ die() {
 }
 
 sql=$(cd "$(dirname "$0")/../sql" && pwd)
+known=" DB ROLE PASSWORD_FILE SEED "
 DB=redisdistributedlock ROLE=stock PASSWORD_FILE="" SEED=yes
 given=" "
 for pair in "$@"; do
     case $pair in *=*) ;; *) die "'$pair' is not NAME=value" ;; esac
     name=${pair%%=*}
-    case " DB ROLE PASSWORD_FILE SEED " in *" $name "*) ;; *) die "unknown setting '$name'" ;; esac
+    case $known in *" $name "*) ;; *) die "unknown setting '$name'" ;; esac
     case $given in *" $name "*) die "$name is given twice" ;; esac
     given="$given$name "
     eval "$name=\${pair#*=}"
 done
 # Plain names: psql's -d would take a name with '=' for a connection string.
-for name in DB ROLE; do
-    eval "value=\$$name"
-    echo "$value" | grep -Eqx '[a-z_][a-z0-9_]{0,62}' ||
-        die "$name must be a lower-case name of letters, digits and _ (got '$value')"
-done
+plain_name() { # NAME VALUE
+    echo "$2" | grep -Eqx '[a-z_][a-z0-9_]{0,62}' ||
+        die "$1 must be a lower-case name of letters, digits and _ (got '$2')"
+}
+plain_name DB "$DB"
+plain_name ROLE "$ROLE"
 case $SEED in yes | no) ;; *) die "SEED must be yes or no (got '$SEED')" ;; esac
 
 unset STOCK_DB_PASSWORD
@@ -107,7 +109,7 @@ GRANT CONNECT ON DATABASE :"db" TO :"role";
 SQL
 
 # The schema, the seed and the grants: all or nothing.
-run_psql "$DB" -1 -v schema="$sql/schema.sql" -v seed="$sql/seed.sql" -v seed_wanted="$SEED" <<'SQL'
+run_psql "$DB" -1 -f - -v schema="$sql/schema.sql" -v seed="$sql/seed.sql" -v seed_wanted="$SEED" <<'SQL'
 SET client_min_messages = warning; -- not schema.sql's "already exists" on a second run
 SELECT to_regclass('public.products') IS NULL AS fresh \gset
 \i :schema

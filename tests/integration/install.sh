@@ -106,7 +106,10 @@ ONE_HOST=$(readme_code | grep -v '^ *#' | grep 'setup-db\.sh' | grep -v PASSWORD
 DB_HOST=$(readme_code | grep -v '^ *#' | grep 'setup-db\.sh.* PASSWORD_FILE=')
 readme_db_step() { # LINE
     local line=$1
-    [[ $line == "runuser -u postgres -- /usr/local/share/stock-api/nginx/setup-db.sh"* ]] || return 1
+    if [[ $line != "runuser -u postgres -- /usr/local/share/stock-api/nginx/setup-db.sh"* ]]; then
+        echo "not the installed setup-db.sh as postgres: $line"
+        return 1
+    fi
     line=${line#runuser -u postgres -- }
     line=${line//\/usr\/local\//$P/}
     line=${line//\/root\/stock-db.password/$TMP/stock-db.password}
@@ -134,6 +137,9 @@ check "a PostgreSQL of the test's own starts ($(tail -n 3 "$TMP/pg.log"))" test 
 # The stack makes the database itself: setup-db.sh must.
 owner "DROP DATABASE redisdistributedlock" postgres
 
+out=$("$P/share/stock-api/nginx/setup-db.sh" "DB=x host=elsewhere" 2>&1)
+check "setup-db.sh refuses a name psql would read as a connection string ($out)" \
+    grep -q "DB must be a lower-case name" <<<"$out"
 out=$(readme_db_step "$ONE_HOST" 2>&1)
 same "README's one-host setup-db.sh line succeeds ($out)" "$?" 0
 same "it loads the schema and the seed's product" "$(owner "SELECT name, amount FROM products")" \
