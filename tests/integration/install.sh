@@ -140,6 +140,13 @@ owner "DROP DATABASE redisdistributedlock" postgres
 out=$("$P/share/stock-api/nginx/setup-db.sh" "DB=x host=elsewhere" 2>&1)
 check "setup-db.sh refuses a name psql would read as a connection string ($out)" \
     grep -q "DB must be a lower-case name" <<<"$out"
+# All or nothing: a seed that fails leaves no schema, so a second run seeds.
+cp -r "$P/share/stock-api" "$TMP/broken"
+echo "SELECT 1 / 0;" >"$TMP/broken/sql/seed.sql"
+PGHOST=$PG_SOCK PGPORT=$PG_PORT PGUSER=postgres "$TMP/broken/nginx/setup-db.sh" DB=broken \
+    >"$TMP/broken.log" 2>&1
+check "a failed seed fails setup-db.sh" test $? != 0
+same "and leaves no table behind" "$(owner "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'" broken)" 0
 out=$(readme_db_step "$ONE_HOST" 2>&1)
 same "README's one-host setup-db.sh line succeeds ($out)" "$?" 0
 same "it loads the schema and the seed's product" "$(owner "SELECT name, amount FROM products")" \
