@@ -146,7 +146,7 @@ install: all
 	    "$(DESTDIR)$(SHAREDIR)/examples" "$(DESTDIR)$(UNITDIR)"
 	install -m 755 $(BIN) "$(DESTDIR)$(BINDIR)/stock-fcgi"
 	install -m 644 nginx/*.conf.in "$(DESTDIR)$(SHAREDIR)/nginx/"
-	install -m 755 nginx/render.sh "$(DESTDIR)$(SHAREDIR)/nginx/"
+	install -m 755 nginx/render.sh nginx/setup-db.sh "$(DESTDIR)$(SHAREDIR)/nginx/"
 	install -m 644 sql/*.sql "$(DESTDIR)$(SHAREDIR)/sql/"
 	install -m 644 nginx/env/*.env "$(DESTDIR)$(SHAREDIR)/examples/"
 	install -m 644 README.md "$(DESTDIR)$(SHAREDIR)/"
