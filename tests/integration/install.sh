@@ -90,7 +90,7 @@ check "and the staged unit names /usr/bin/stock-fcgi" \
 for pool in app:WORKERS overflow:OVERFLOW_WORKERS; do
     same "examples/${pool%%:*}.env has the stack's ${pool#*:}" \
         "$(sed -n 's/^WORKERS=//p' "$P/share/stock-api/examples/${pool%%:*}.env")" \
-        "$(sed -n "s/^${pool#*:}=\$(setting ${pool#*:} \([0-9]*\) .*/\1/p" "$ROOT/tests/stack/stack.sh")"
+        "$(sed -n "s/^setting ${pool#*:} \([0-9]*\) .*/\1/p" "$ROOT/tests/stack/stack.sh")"
 done
 
 # README's database steps: its lines that run setup-db.sh (Installing with
