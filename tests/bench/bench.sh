@@ -10,6 +10,11 @@
 #   hot off     64 connections buying 1 unit of one product, combining off
 #               (COMBINE_MAX=0: one purchase per lock grant)
 #   hot on      the same, combining on (COMBINE_MAX, include/combine.h)
+#   hot keyed   hot on, every purchase with an Idempotency-Key of its own
+#   poisoned    the same, while 40 keys are held by an open transaction (as
+#               by a host whose link to PostgreSQL stalled) and their
+#               retries come in, one every 0.25 s: a batch that takes one
+#               must neither stall nor fail for it (include/combine.h)
 #   spread      64 connections buying from 1000 products at random
 #   ceilings    pgbench hot (the purchase transaction, 1 client, one
 #               product), pgbench spread (64 clients, 1000 products), the
@@ -94,15 +99,16 @@ settle() {
     while sleep 0.3 && now=$(redis_calls) && ((now != last)); do last=$now; done
 }
 
-# wrk_run NAME CONNECTIONS FIRST LAST: one workload; its JSON into $BENCH_DIR/NAME.json
+# wrk_run NAME CONNECTIONS FIRST LAST [keyed]: one workload; its JSON into
+# $BENCH_DIR/NAME.json
 wrk_run() {
-    local name=$1 conns=$2 first=$3 last=$4 threads=2 calls sold
+    local name=$1 conns=$2 first=$3 last=$4 keyed=${5:-} threads=2 calls sold
     ((conns < threads)) && threads=$conns
     calls=$(redis_calls)
     sold=$(sold "$first" "$last")
     cpu_begin
     wrk -t "$threads" -c "$conns" -d "${SECS}s" --timeout 30s -s tests/bench/buy.lua "$URL" \
-        -- "$first" "$last" | tail -n 1 >"$BENCH_DIR/$name.json"
+        -- "$first" "$last" $keyed | tail -n 1 >"$BENCH_DIR/$name.json"
     local steal
     steal=$(cpu_steal)
     settle
@@ -168,6 +174,46 @@ pgbench_run() {
         >"$BENCH_DIR/$name.json"
 }
 
+# poisoned NAME: wrk_run of the hot product, keyed, while an open
+# transaction holds 40 keys and a loop sends their retries, one every
+# 0.25 s for the workload's length; those answers in NAME-poison.codes.
+poisoned() {
+    local name=$1 holder retries i
+    {
+        echo "BEGIN;"
+        for ((i = 0; i < 40; i++)); do
+            echo "INSERT INTO idempotency_keys (key, product_id, amount, status)
+                  VALUES ('poison-$STAMP-$name-$i', $HOT, 1, 0);"
+        done
+        echo "SELECT pg_sleep($((SECS + 60)));"
+    } | psql -X -q "host='$SOCK' port=$PGPORT user=postgres dbname=redisdistributedlock application_name=bench-poison" \
+        >/dev/null 2>&1 &
+    holder=$!
+    for ((i = 0; i < 100; i++)); do
+        [[ -n $(sql "SELECT 1 FROM pg_stat_activity WHERE application_name = 'bench-poison'
+                     AND query LIKE '%pg_sleep%'") ]] && break
+        sleep 0.05
+    done
+    (
+        for ((i = 0; i < SECS * 4; i++)); do
+            curl -s -o /dev/null -w '%{http_code}\n' --max-time 10 -X POST "$URL/buy/$HOT" \
+                -H 'Content-Type: application/json' -H "Idempotency-Key: poison-$STAMP-$name-$((i % 40))" \
+                -d '{"amount": 1}' &
+            sleep 0.25
+        done
+        wait
+    ) >"$BENCH_DIR/$name-poison.codes" &
+    retries=$!
+    wrk_run "$name" 64 "$HOT" "$HOT" keyed
+    wait "$retries"
+    sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'bench-poison'" \
+        >/dev/null
+    wait "$holder"
+    jq -c --arg codes "$(sort "$BENCH_DIR/$name-poison.codes" | uniq -c | awk '{printf "%s %s, ", $1, $2}')" \
+        '. + {poison_answers: $codes}' "$BENCH_DIR/$name.json" >"$BENCH_DIR/$name.tmp" &&
+        mv "$BENCH_DIR/$name.tmp" "$BENCH_DIR/$name.json"
+}
+
 COMBINE_ON=${COMBINE_MAX:-$(sed -n 's/^#define COMBINE_MAX_DEFAULT *//p' include/combine.h)}
 echo "bench: $POOLS, COMBINE_MAX $COMBINE_ON, ${SECS}s per workload, $ROUNDS rounds, $(nproc) cores"
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -183,13 +229,15 @@ for ((r = 1; r <= ROUNDS; r++)); do
     wrk_run "r$r-hot_on" 64 "$HOT" "$HOT"
     jq -n --argjson a "$before" --argjson b "$(batch_sizes)" \
         '$b | with_entries(.value -= ($a[.key] // 0))' >"$BENCH_DIR/r$r-batch.json"
+    wrk_run "r$r-hot_keyed" 64 "$HOT" "$HOT" keyed
+    poisoned "r$r-poisoned"
     pgbench_run "r$r-pg_hot" 1 "$PG_HOT" "$PG_HOT"
     wrk_run "r$r-spread" 64 "$SPREAD" $((SPREAD + 999))
     pgbench_run "r$r-pg_spread" 64 "$PG_SPREAD" $((PG_SPREAD + 999))
     rps_run "r$r-responders" /bench/none
     rps_run "r$r-static" /bench/static
-    jq -n --slurpfile w <(for n in hot_off single_off single_on hot_on batch pg_hot spread pg_spread \
-        responders static; do jq -c --arg n "$n" '{($n): .}' "$BENCH_DIR/r$r-$n.json"; done) \
+    jq -n --slurpfile w <(for n in hot_off single_off single_on hot_on hot_keyed poisoned batch \
+        pg_hot spread pg_spread responders static; do jq -c --arg n "$n" '{($n): .}' "$BENCH_DIR/r$r-$n.json"; done) \
         '$w | add' >"$BENCH_DIR/round-$r.json"
 done
 echo "bench: storm + probe (combining on)"
@@ -235,6 +283,8 @@ jq -n --arg stamp "$STAMP" --arg pools "$POOLS" --argjson workers "$ALL_WORKERS"
         single_p50_on_vs_off: (.single_on.latency_us.p50 / .single_off.latency_us.p50),
         hot_on_lock_timeouts: ((.hot_on.statuses["429 lock_timeout"] // 0) +
                                (.hot_on.statuses["503 lock_timeout"] // 0)),
+        poisoned_vs_hot_keyed: (per_s(.poisoned) / per_s(.hot_keyed)),
+        poisoned_lock_timeouts: (.poisoned.statuses["429 lock_timeout"] // 0),
         redis_cmds_single_on: cmds(.single_on), redis_cmds_hot_on: cmds(.hot_on),
         max_steal_pct: ([.[] | .steal_pct? // empty] | max)})) as $per_round
     | {stamp: $stamp, pools: $pools, workers: $workers, combine_max: $combine_max, seconds: $secs,
@@ -281,6 +331,8 @@ jq -r '
         ["spread / responders round trip", "spread_vs_responders", "< 1"],
         ["hot on p99 / p50", "hot_on_p99_vs_p50", "<= 4"],
         ["hot on lock_timeout answers", "hot_on_lock_timeouts", "0"],
+        ["hot keyed, 40 keys in flight / without", "poisoned_vs_hot_keyed", ">= 0.8"],
+        ["hot keyed, keys in flight: lock_timeout", "poisoned_lock_timeouts", "0"],
         ["uncontended p50 on / off", "single_p50_on_vs_off", "<= 1.1"],
         ["uncontended p50 ms, on", "single_on_p50_ms", ""],
         ["redis cmds/purchase uncontended, on", "redis_cmds_single_on", "<= 2"],
@@ -297,6 +349,8 @@ jq -r '
     "worker RSS max MiB\t\((.worker_rss_max_kib / 1024 * 10 | round) / 10)\t<= 8",
     "all \(.workers) workers PSS MiB (RSS)\t\((.workers_pss_total_kib / 1024 * 10 | round) / 10) (\((.workers_rss_total_kib / 1024 * 10 | round) / 10))\t"
     ' "$OUT/bench-$STAMP.json" | column -t -s $'\t'
+jq -r '.rounds | to_entries[] | "round \(.key + 1): the retries of the keys in flight answered \(.value.poisoned.poison_answers)"' \
+    "$OUT/bench-$STAMP.json"
 jq -r '[.rounds[][] | .steal_pct? // empty] | max | select(. > 10)
     | "bench: WARNING: CPU steal reached \(.)% during a workload: the machine was shared; compare rounds"' \
     "$OUT/bench-$STAMP.json"

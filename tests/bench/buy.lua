@@ -1,11 +1,13 @@
 -- buy.lua -- wrk script: POST /buy/{id} with {"amount": 1}.
---   wrk ... -s buy.lua URL -- FIRST [LAST]
--- The id is FIRST, or random in FIRST..LAST. Answers are counted by status
--- and problem code; done() prints one JSON line for bench.sh.
+--   wrk ... -s buy.lua URL -- FIRST [LAST [keyed]]
+-- The id is FIRST, or random in FIRST..LAST; "keyed" sends every purchase
+-- with an Idempotency-Key of its own. Answers are counted by status and
+-- problem code; done() prints one JSON line for bench.sh.
 
 counts = {} -- a global: done() reads it from every thread
 
-local first, last
+local first, last, keyed, tag
+local sent = 0
 
 function init(args)
     first = tonumber(args[1])
@@ -15,6 +17,8 @@ function init(args)
     wrk.method = "POST"
     wrk.body = '{"amount": 1}'
     wrk.headers["Content-Type"] = "application/json"
+    keyed = args[3] == "keyed"
+    tag = string.format("bench-%d-%d", os.time(), math.random(1, 2 ^ 30))
 end
 
 function request()
@@ -22,7 +26,16 @@ function request()
     if last > first then
         id = math.random(first, last)
     end
-    return wrk.format(nil, "/buy/" .. id)
+    if not keyed then
+        return wrk.format(nil, "/buy/" .. id)
+    end
+    sent = sent + 1
+    local headers = {}
+    for k, v in pairs(wrk.headers) do
+        headers[k] = v
+    end
+    headers["Idempotency-Key"] = tag .. "-" .. sent
+    return wrk.format(nil, "/buy/" .. id, headers)
 end
 
 function response(status, headers, body)
