@@ -535,19 +535,19 @@ struct script_reply {
     int cap, n;
 };
 
-/* Whether an error reply to a script proves that it wrote nothing. Above
- * maxmemory (noeviction) Redis refuses a write only while the script has
- * written nothing, so that no script stops half done (OOM); with too few
- * replicas in reach (min-replicas-to-write) it refuses every write, on a
- * count that cannot change while a script runs (NOREPLICAS): either way,
- * at the first write. And it runs no script at all while another one is
+/* Whether an error reply to a script proves that it wrote nothing. Redis
+ * 7 refuses a script's write above maxmemory (OOM, with noeviction), with
+ * too few replicas in reach (NOREPLICAS, min-replicas-to-write) or after a
+ * failed save (MISCONF) only while the script has written nothing, so that
+ * no script stops half done (script.c: SCRIPT_WRITE_DIRTY): a refusal is
+ * of its first write. And it runs no script at all while another one is
  * BUSY, while it is LOADING its data set, or on a replica cut off from its
  * primary (MASTERDOWN). */
 static int refused_unwritten(const redisReply *r)
 {
     /* Anywhere in the text: Redis 6 wraps a refused write in the script's
      * own error ("ERR Error running script ..."). */
-    static const char *const first_write[] = {"OOM command not allowed", "NOREPLICAS "};
+    static const char *const first_write[] = {"OOM command not allowed", "NOREPLICAS ", "MISCONF "};
     static const char *const at_the_door[] = {"BUSY ", "LOADING ", "MASTERDOWN "};
     for (size_t i = 0; i < sizeof first_write / sizeof first_write[0]; i++)
         if (strstr(r->str, first_write[i]) != NULL)
@@ -659,7 +659,7 @@ static int release_left_over(struct lock_client *lc)
     case 0:
         return 0;
     default:
-        /* -1 is a lost connection or an answer that was not the script's
+        /* -1 or -2: a lost connection or an answer that was not the script's
          * (BUSY, OOM, a failed EVAL after NOSCRIPT; READONLY drops the connection:
          * vcommand). Only a lost
          * connection fails the caller's command too: on one that works,

@@ -11,21 +11,24 @@
 
 #include "clock.h"
 #include "combine.h"
-#include "hostlist.h"
 #include "config.h"
 #include "fault.h"
+#include "hostlist.h"
 #include "log.h"
 #include "store.h"
 
-/* pg_type.h, which client code should not include */
 /* How long a batch waits for a key whose first request holds it elsewhere
  * before it leaves that purchase out (sql_claim_batch): longer than a
- * healthy COMMIT, far shorter than lock_timeout. */
+ * COMMIT with a nearby standby, far shorter than lock_timeout, since the
+ * whole batch waits. A retry that races its first request's slower COMMIT
+ * is answered request_in_progress, as two requests with one key at once
+ * may be, and its next retry replays. */
 #define KEY_WAIT_MS      10
 #define KEY_WAIT_MS_TEXT STRINGIFY(KEY_WAIT_MS)
 #define STRINGIFY(x)     STRINGIFY_(x)
 #define STRINGIFY_(x)    #x
 
+/* pg_type.h, which client code should not include */
 #define INT4OID 23
 #define INT8OID 20
 #define TEXTOID 25
@@ -167,6 +170,7 @@ static const char sql_ping[] = "SELECT current_setting('transaction_read_only')"
  * own role are visible to it; others only to pg_read_all_stats. */
 static const char sql_commits_stalled[] =
     "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+    "   AND datname = current_database() AND backend_xid IS NOT NULL"
     "   AND query_start < statement_timestamp() - current_setting('lock_timeout')::interval)";
 
 #define MAX_PARAMS   11
@@ -344,9 +348,9 @@ static int on_suspect(const struct store *st)
            strcmp(PQport(st->conn), st->suspect_port) == 0;
 }
 
-/* The session's server cannot commit now: recorded, so that new sessions
- * try the other hosts first (hostlist.h), and the session ended, so that
- * the next call opens one. Logged once per server. */
+/* The session's server cannot commit now, or does not answer: recorded,
+ * so that new sessions try the other hosts first (hostlist.h), and the
+ * session ended, so that the next call opens one. Logged once per server. */
 static void cannot_commit(struct store *st)
 {
     if (st->conn == NULL)
@@ -354,10 +358,22 @@ static void cannot_commit(struct store *st)
     if (!on_suspect(st)) {
         snprintf(st->suspect_host, sizeof st->suspect_host, "%s", PQhost(st->conn));
         snprintf(st->suspect_port, sizeof st->suspect_port, "%s", PQport(st->conn));
+        st->suspect_left = 0;
         log_warn("postgres: %s:%s cannot commit (%s); new sessions try the other hosts first",
                  st->suspect_host, st->suspect_port, st->err);
     }
     store_close(st);
+}
+
+/* A COMMIT that wrote was confirmed: its server commits again, if it was
+ * the one recorded as unable to. (Not any round trip that "commits": one
+ * that wrote nothing never waits for a standby.) */
+static void committed(struct store *st)
+{
+    if (on_suspect(st)) {
+        log_info("postgres: %s:%s commits again", st->suspect_host, st->suspect_port);
+        st->suspect_host[0] = '\0';
+    }
 }
 
 /* A COMMIT can succeed with a warning, and then it is not a sale we may
@@ -371,7 +387,8 @@ static enum store_status commit_warned(struct store *st)
 {
     set_err(st, "postgres: the COMMIT was answered with a warning (see the log line before):"
                 " committed here, maybe not on a standby; its outcome is unknown");
-    cannot_commit(st);
+    if (st->unreplicated)
+        cannot_commit(st);
     return STORE_UNKNOWN;
 }
 
@@ -399,6 +416,7 @@ static enum store_status run(struct store *st, const struct step *steps, int n, 
     st->sqlstate[0] = '\0';
     st->failed_step = -1;
     st->warnings = 0;
+    st->unreplicated = 0;
     /* A session known to be broken runs nothing: whatever this round trip
      * was, a COMMIT included, it cannot have happened. */
     if (PQstatus(st->conn) != CONNECTION_OK) {
@@ -437,9 +455,7 @@ static enum store_status run(struct store *st, const struct step *steps, int n, 
             clear_all(res, n);
             PQclear(sync);
             set_err(st, "postgres: no answer within %d ms; connection dropped", timeout);
-            if (commits)
-                cannot_commit(st);
-            store_close(st);
+            cannot_commit(st);
             return commits ? STORE_UNKNOWN : STORE_UNAVAILABLE;
         }
     }
@@ -467,8 +483,6 @@ static enum store_status run(struct store *st, const struct step *steps, int n, 
     }
     if (rc == STORE_OK && commits && st->warnings > 0)
         rc = commit_warned(st);
-    else if (rc == STORE_OK && commits && on_suspect(st))
-        st->suspect_host[0] = '\0'; /* it commits again */
     if (rc != STORE_OK)
         clear_all(res, n);
     return rc;
@@ -517,6 +531,10 @@ static void notice_to_log(void *arg, const PGresult *res)
     int len = (int)strcspn(message, "\n");
     if (severity != NULL && strcmp(severity, "WARNING") == 0) {
         st->warnings++;
+        /* "canceling wait for synchronous replication ...": committed here
+         * only; this server cannot confirm a COMMIT now (commit_warned). */
+        if (strstr(message, "synchronous replication") != NULL)
+            st->unreplicated = 1;
         log_warn("postgres: %.*s", len, message);
     } else {
         log_info("postgres: %.*s", len, message);
@@ -649,9 +667,11 @@ enum store_status store_ready(struct store *st)
         set_err(st, "postgres connect: %s", PQerrorMessage(st->conn));
         return STORE_UNAVAILABLE;
     }
-    if (st->suspect_host[0] != '\0' && !on_suspect(st))
+    if (st->suspect_host[0] != '\0' && !on_suspect(st) && !st->suspect_left) {
         log_info("postgres: new session on %s:%s, not on %s:%s, which could not commit",
                  PQhost(st->conn), PQport(st->conn), st->suspect_host, st->suspect_port);
+        st->suspect_left = 1;
+    }
     if (prepare_all(st) < 0) {
         /* Start the next attempt from a fresh session: some statements may
          * exist already, and preparing them again would fail. */
@@ -729,6 +749,8 @@ static enum store_status record_refusal(struct store *st, const struct purchase 
     PGresult *res[2];
     enum store_status rc = run(st, steps, 2, res, 0);
     clear_all(res, 2);
+    if (rc == STORE_OK)
+        committed(st);
     return rc;
 }
 
@@ -942,6 +964,10 @@ static enum store_status batch_trip(struct store *st, const char *claim,
     enum store_status rc = run(st, keyed ? steps : unkeyed, *nsteps, res, 0);
     if (rc != STORE_OK) {
         rc = buy_failed(st, rc, keyed ? 2 : -1, *nsteps - 2);
+        /* Without claim_keys (an older schema) the one-by-one claim cannot
+         * leave a key out: the holder's purchase goes alone. */
+        if (claim == NULL && st->failed_step == 2 && strcmp(st->sqlstate, "42883") == 0)
+            rc = STORE_ALONE;
         store_rollback(st);
     }
     return rc;
@@ -979,9 +1005,10 @@ static enum store_status batch_begin(struct store *st, const struct purchase *p,
                  "keys one by one",
                  b->product);
         rc = batch_trip(st, NULL, claim, row, count, res, &nsteps);
-        /* Without claim_keys (an older schema) the batch cannot leave the
-         * key out: the holder's purchase goes alone. */
-        if (rc == STORE_KEY_BUSY || rc == STORE_ERROR)
+        /* The table itself locked past KEY_WAIT_MS (claim_keys's LOCK
+         * TABLE): no key can be told apart, the holder's purchase goes
+         * alone. */
+        if (rc == STORE_KEY_BUSY)
             rc = STORE_ALONE;
     }
     free(keys.buf);
@@ -1064,6 +1091,8 @@ enum store_status store_commit(struct store *st)
     enum store_status rc = b != NULL ? batch_commit(st, b) : end_tx(st, "COMMIT");
     if (rc != STORE_OK)
         store_rollback(st);
+    else
+        committed(st);
     return rc;
 }
 

@@ -63,6 +63,8 @@ struct store {
      * until a COMMIT succeeds on this server again. */
     char suspect_host[256];
     char suspect_port[32];
+    int suspect_left; /* a session elsewhere was logged since it was recorded */
+    int unreplicated; /* the round trip's warning: synchronous replication cancelled */
 };
 
 struct product {

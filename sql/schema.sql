@@ -94,13 +94,19 @@ CREATE INDEX IF NOT EXISTS purchase_tokens_created_at ON purchase_tokens (create
 -- the transaction's lock_timeout, not waited for by the whole batch: its own
 -- purchase is answered request_in_progress, and the others are made.
 -- Returns the keys claimed. Each key is a subtransaction, which is why the
--- batch calls this only when the set-based claim timed out.
+-- batch calls this only when the set-based claim timed out (past 64 of them,
+-- COMBINE_MAX's maximum with every purchase keyed, PostgreSQL looks them up
+-- on disk while the transaction lasts: a few milliseconds, rarely).
 CREATE OR REPLACE FUNCTION claim_keys(batch_keys TEXT[], product INTEGER, batch_amounts INTEGER[])
 RETURNS SETOF TEXT LANGUAGE plpgsql AS $$
 DECLARE
     k TEXT;
     a INTEGER;
 BEGIN
+    -- A lock on the whole table (an index build, LOCK TABLE) times out here,
+    -- outside the loop, and fails the call: only a key's own wait is taken
+    -- for a key in flight.
+    LOCK TABLE idempotency_keys IN ROW EXCLUSIVE MODE;
     FOR k, a IN SELECT * FROM unnest(batch_keys, batch_amounts) LOOP
         BEGIN
             INSERT INTO idempotency_keys (key, product_id, amount, status)

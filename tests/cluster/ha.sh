@@ -355,7 +355,7 @@ pg_failover "PostgreSQL primary cut off but from the responders" pg2 pg isolate_
 echo "# answers meanwhile: $(awk '{print $2}' "$TMP/answers" | sort | uniq -c |
     awk '{printf "%s×%s ", $1, $2}')($(grep -o '"code":"[a-z_]*"' "$TMP/answers" | cut -d'"' -f4 |
     sort | uniq -c | awk '{printf "%s×%s ", $1, $2}'))"
-check "the cut-off primary still runs (it did not stop itself): the responders left it" \
+check "the cut-off primary still runs (it did not stop itself, so only the responders could leave it)" \
     on_node pg2 "SELECT 1"
 check "a responder saw pg2 unable to commit, and opened its next session on pg" \
     grep -q "new session on ${ADDR[pg]}:5432, not on ${ADDR[pg2]}:5432, which could not commit" \

@@ -163,7 +163,6 @@ for ((i = 0; i < 200; i++)); do
                  AND wait_event = 'SyncRep'") ]] && break
     sleep 0.05
 done
-sleep 0.3 # older than a lock_timeout, as such a COMMIT soon is
 buy "/buy/$S" '{"amount": 1}'
 expect "503 service_unavailable: the row is held by a COMMIT waiting for a lost standby" \
     503 service_unavailable

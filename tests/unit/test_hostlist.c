@@ -34,6 +34,14 @@ static void the_port_tells_two_servers_on_one_host_apart(void)
     CHECK(strcmp(hosts, "db,db,db") == 0 && strcmp(ports, "5432,5434,5433") == 0);
 }
 
+static void empty_entries_and_socket_paths_are_entries_too(void)
+{
+    CHECK(last("/run/postgresql,pg2", "5432", "/run/postgresql", "5432") == 0);
+    CHECK(strcmp(hosts, "pg2,/run/postgresql") == 0 && strcmp(ports, "5432,5432") == 0);
+    CHECK(last("pg1,pg2,", "1,2,3", "pg1", "1") == 0);
+    CHECK(strcmp(hosts, "pg2,,pg1") == 0 && strcmp(ports, "2,3,1") == 0);
+}
+
 static void nothing_to_move_changes_nothing(void)
 {
     CHECK(last("pg1", "5432", "pg1", "5432") == -1);                   /* one host */
@@ -42,6 +50,8 @@ static void nothing_to_move_changes_nothing(void)
     CHECK(last("pg1,pg2", "1,2,3", "pg1", "1") == -1);                 /* ports do not pair */
     CHECK(last("pg1,pg10", "5432", "pg", "5432") == -1);               /* no prefix match */
     CHECK(hostlist_last("a,b", "1", "a", "1", hosts, ports, 3) == -1); /* does not fit */
+    CHECK(last("pg1,pg2", "5432,", "pg2", "5432") == -1);              /* pg2's port is empty */
+    CHECK(last(",pg2", "5432", "/run/postgresql", "5432") == -1);      /* a default socket */
 }
 
 void suite_hostlist(void)
@@ -49,5 +59,6 @@ void suite_hostlist(void)
     RUN(the_server_moves_to_the_end);
     RUN(one_port_serves_every_host);
     RUN(the_port_tells_two_servers_on_one_host_apart);
+    RUN(empty_entries_and_socket_paths_are_entries_too);
     RUN(nothing_to_move_changes_nothing);
 }
