@@ -897,7 +897,7 @@ static void mark_claimed(struct combine_batch *b, const PGresult *claims)
 static enum store_status batch_allocate(struct store *st, struct combine_batch *b, PGresult *claims,
                                         PGresult *row, PGresult *ids, struct outcome *out)
 {
-    int64_t drawn[1 + LOCK_BATCH_MAX];
+    int64_t drawn[COMBINE_BATCH_MAX];
     int found = PQntuples(row) > 0, n = PQntuples(ids);
     if (found && get_int(row, 1) >= b->fence) {
         out->fence = get_int(row, 1);
