@@ -16,6 +16,7 @@
 #include "fault.h"
 #include "log.h"
 #include "store.h"
+#include "stringify.h"
 
 /* pg_type.h, which client code should not include */
 /* How long a batch waits for a key whose first request holds it elsewhere
@@ -23,8 +24,6 @@
  * healthy COMMIT, far shorter than lock_timeout. */
 #define KEY_WAIT_MS      10
 #define KEY_WAIT_MS_TEXT STRINGIFY(KEY_WAIT_MS)
-#define STRINGIFY(x)     STRINGIFY_(x)
-#define STRINGIFY_(x)    #x
 
 #define INT4OID 23
 #define INT8OID 20
