@@ -174,7 +174,7 @@ static int check_config(const struct config *cfg)
     warn_misspelt(say_on_stderr);
     int pg = store_open(&st, cfg), redis = lock_client_open(&lc, cfg);
     if (pg < 0)
-        fprintf(stderr, "stock-fcgi: %s\n", st.err);
+        fprintf(stderr, "stock-fcgi: %s\n", st.pg.err);
     if (redis < 0)
         fprintf(stderr, "stock-fcgi: %s\n", lc.err);
     store_close(&st);

@@ -182,7 +182,7 @@ static enum store_status close_token(struct worker *w, const struct purchase *p,
     if (st != STORE_OK) {
         log_error("product %d: queued purchase %.8s...: its token cannot be closed, outcome "
                   "unknown: %s",
-                  (int)p->product, token, w->store.err);
+                  (int)p->product, token, w->store.pg.err);
         return st;
     }
     log_info("product %d: queued purchase %.8s... closed: %s", (int)p->product, token,
@@ -294,7 +294,7 @@ static enum store_status buy_with_queued(struct worker *w, struct lock *lk, stru
         /* Those we took queue again (their answer is "retry"). */
         log_info("product %d: a purchase taken with the lock made the batch fail (%s); "
                  "the %d taken queue again, ours goes alone",
-                 (int)p->product, w->store.err, *n);
+                 (int)p->product, w->store.pg.err, *n);
         p->batch = NULL;
         st = buy(w, lk, p, out, why);
     }
@@ -411,11 +411,11 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
         /* Another transaction (another host's, whose COMMIT is late) holds
          * the product's row: the product is busy, as when its Redis lock
          * is, and nothing here is unavailable. */
-        log_info("product %d: row busy past lock_timeout: %s", (int)product, w->store.err);
+        log_info("product %d: row busy past lock_timeout: %s", (int)product, w->store.pg.err);
         response_problem(res, PROBLEM_LOCK_TIMEOUT, NULL);
         break;
     case STORE_UNKNOWN:
-        log_error("product %d: purchase outcome unknown: %s", (int)product, w->store.err);
+        log_error("product %d: purchase outcome unknown: %s", (int)product, w->store.pg.err);
         response_problem(res, PROBLEM_OUTCOME_UNKNOWN, NULL);
         break;
     default:

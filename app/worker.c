@@ -20,7 +20,7 @@ int worker_open(struct worker *w, const struct config *cfg, const char *metrics_
     if (lock_client_open(&w->lock, cfg) < 0)
         log_warn("%s (will retry on the next request)", w->lock.err);
     if (store_open(&w->store, cfg) < 0)
-        log_warn("%s (will retry on the next request)", w->store.err);
+        log_warn("%s (will retry on the next request)", w->store.pg.err);
     return 0;
 }
 
@@ -34,14 +34,14 @@ void worker_close(struct worker *w)
 void worker_store_failed(struct worker *w, enum store_status st, struct response *res)
 {
     if (st == STORE_UNAVAILABLE) {
-        log_warn("%s", w->store.err);
+        log_warn("%s", w->store.pg.err);
         response_problem(res, PROBLEM_SERVICE_UNAVAILABLE, NULL);
     } else if (st == STORE_UNKNOWN) {
         /* A replayed outcome that may not survive a failover (store_key). */
-        log_error("%s", w->store.err);
+        log_error("%s", w->store.pg.err);
         response_problem(res, PROBLEM_OUTCOME_UNKNOWN, NULL);
     } else {
-        log_error("%s", w->store.err);
+        log_error("%s", w->store.pg.err);
         response_problem(res, PROBLEM_INTERNAL, NULL);
     }
 }
@@ -122,10 +122,10 @@ static void record(struct worker *w, enum route route, const struct response *re
         metrics_observe(&d->hist[HIST_PG_TX], t->tx_us);
     /* A worker's first connection is not a reconnect. */
     unsigned long redis_re = w->lock.connects > 0 ? w->lock.connects - 1 : 0;
-    unsigned long pg_re = w->store.connects > 0 ? w->store.connects - 1 : 0;
+    unsigned long pg_re = w->store.pg.connects > 0 ? w->store.pg.connects - 1 : 0;
     add_growth(&d->counter[M_REDIS_ERRORS], w->lock.errors, &w->redis_errors);
     add_growth(&d->counter[M_REDIS_RECONNECTS], redis_re, &w->redis_connects);
-    add_growth(&d->counter[M_PG_ERRORS], w->store.errors, &w->pg_errors);
+    add_growth(&d->counter[M_PG_ERRORS], w->store.pg.errors, &w->pg_errors);
     add_growth(&d->counter[M_PG_RECONNECTS], pg_re, &w->pg_connects);
 }
 
@@ -135,7 +135,7 @@ static void health_handle(struct worker *w, struct response *res)
     int pg = store_ping(&w->store) == STORE_OK;
     int redis = lock_ping(&w->lock) == LOCK_OK;
     if (!pg)
-        log_warn("healthz: %s", w->store.err);
+        log_warn("healthz: %s", w->store.pg.err);
     if (!redis)
         log_warn("healthz: %s", w->lock.err);
     response_health(res, pg, redis);
