@@ -7,7 +7,6 @@
 #include "combine.h"
 #include "log.h"
 #include "problem.h"
-#include "worker.h"
 
 int combine_payload(char *buf, size_t cap, int32_t amount, const char *key)
 {
@@ -39,7 +38,7 @@ void combine_start(struct combine_batch *b, const struct purchase *own,
     b->items[0].amount = own->amount;
     snprintf(b->items[0].key, sizeof b->items[0].key, "%s", own->key != NULL ? own->key : "");
     b->n = 1;
-    for (int i = 0; i < n && b->n < 1 + LOCK_BATCH_MAX; i++) {
+    for (int i = 0; i < n && b->n < COMBINE_BATCH_MAX; i++) {
         if (combine_parse_entry(entries[i], &b->items[b->n]) == 0)
             b->n++;
         else
@@ -166,21 +165,4 @@ enum combine_reply combine_parse_answer(const char *text, int32_t product, int32
         return COMBINE_PROBLEM;
     }
     return strcmp(text, "unknown") == 0 ? COMBINE_CLOSE : COMBINE_BAD;
-}
-
-enum store_status combine_close(struct worker *w, const struct purchase *p, const char *token,
-                                struct outcome *out)
-{
-    enum store_status st = STORE_BUSY;
-    for (int tries = 0; tries < 3 && st == STORE_BUSY; tries++)
-        st = store_close_token(&w->store, token, p->product, p->amount, out);
-    if (st != STORE_OK) {
-        log_error("product %d: queued purchase %.8s...: its token cannot be closed, outcome "
-                  "unknown: %s",
-                  (int)p->product, token, w->store.err);
-        return st;
-    }
-    log_info("product %d: queued purchase %.8s... closed: %s", (int)p->product, token,
-             out->status == 0 ? "never made" : "made by a batch that committed");
-    return out->status == 0 ? STORE_NOT_FOUND : STORE_OK;
 }

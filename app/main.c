@@ -23,6 +23,7 @@
 #include "http.h"
 #include "log.h"
 #include "response.h"
+#include "route.h"
 #include "worker.h"
 
 #define STOCK_VERSION "0.1.0"
@@ -174,7 +175,7 @@ static int check_config(const struct config *cfg)
     warn_misspelt(say_on_stderr);
     int pg = store_open(&st, cfg), redis = lock_client_open(&lc, cfg);
     if (pg < 0)
-        fprintf(stderr, "stock-fcgi: %s\n", st.err);
+        fprintf(stderr, "stock-fcgi: %s\n", st.pg.err);
     if (redis < 0)
         fprintf(stderr, "stock-fcgi: %s\n", lc.err);
     store_close(&st);
@@ -216,7 +217,7 @@ static void serve(struct worker *w, FCGX_Request *fcgi)
     http_request_init(&req, fcgi);
     log_debug("%s %s: accepted", req.method, req.path ? req.path : "-");
     response_init(&res);
-    worker_handle(w, &req, &res);
+    route_handle(w, &req, &res);
     http_discard_input(&req);
     if (http_send(fcgi->out, &res) < 0)
         log_info("%s %s: client went away before the answer was sent", req.method,

@@ -167,6 +167,29 @@ static enum store_status buy(struct worker *w, struct lock *lk, struct purchase 
     return store_commit(&w->store);
 }
 
+/* Closes a queued purchase's token in PostgreSQL (store_close_token) and
+ * says what became of it: STORE_OK with *out (200, 404 or 409, from a batch
+ * that committed) or STORE_NOT_FOUND (never made, and now it cannot be);
+ * else the store's failure, STORE_UNKNOWN included. A batch in flight that
+ * holds the token past lock_timeout (STORE_BUSY) is waited for again,
+ * twice. */
+static enum store_status close_token(struct worker *w, const struct purchase *p, const char *token,
+                                     struct outcome *out)
+{
+    enum store_status st = STORE_BUSY;
+    for (int tries = 0; tries < 3 && st == STORE_BUSY; tries++)
+        st = store_close_token(&w->store, token, p->product, p->amount, out);
+    if (st != STORE_OK) {
+        log_error("product %d: queued purchase %.8s...: its token cannot be closed, outcome "
+                  "unknown: %s",
+                  (int)p->product, token, w->store.pg.err);
+        return st;
+    }
+    log_info("product %d: queued purchase %.8s... closed: %s", (int)p->product, token,
+             out->status == 0 ? "never made" : "made by a batch that committed");
+    return out->status == 0 ? STORE_NOT_FOUND : STORE_OK;
+}
+
 /* A purchase queued for the lock's holder to make (combine.h) that ended
  * without the lock: answers it from the holder's answer or, without one,
  * from PostgreSQL, closing its token. Returns 1 if it was never made and
@@ -195,7 +218,7 @@ static int answer_queued(struct worker *w, const struct purchase *p, const struc
     } else if (ls == LOCK_UNAVAILABLE) {
         log_warn("%s", w->lock.err);
     }
-    switch (combine_close(w, p, lk->token, &o)) {
+    switch (close_token(w, p, lk->token, &o)) {
     case STORE_OK:
         response_outcome(res, &o, p->amount);
         return 0;
@@ -271,7 +294,7 @@ static enum store_status buy_with_queued(struct worker *w, struct lock *lk, stru
         /* Those we took queue again (their answer is "retry"). */
         log_info("product %d: a purchase taken with the lock made the batch fail (%s); "
                  "the %d taken queue again, ours goes alone",
-                 (int)p->product, w->store.err, *n);
+                 (int)p->product, w->store.pg.err, *n);
         p->batch = NULL;
         st = buy(w, lk, p, out, why);
     }
@@ -388,11 +411,11 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
         /* Another transaction (another host's, whose COMMIT is late) holds
          * the product's row: the product is busy, as when its Redis lock
          * is, and nothing here is unavailable. */
-        log_info("product %d: row busy past lock_timeout: %s", (int)product, w->store.err);
+        log_info("product %d: row busy past lock_timeout: %s", (int)product, w->store.pg.err);
         response_problem(res, PROBLEM_LOCK_TIMEOUT, NULL);
         break;
     case STORE_UNKNOWN:
-        log_error("product %d: purchase outcome unknown: %s", (int)product, w->store.err);
+        log_error("product %d: purchase outcome unknown: %s", (int)product, w->store.pg.err);
         response_problem(res, PROBLEM_OUTCOME_UNKNOWN, NULL);
         break;
     default:

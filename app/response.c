@@ -6,7 +6,7 @@
 #include <json-c/json.h>
 
 #include "response.h"
-#include "store.h"
+#include "sale.h"
 
 /* What is sent when even building an answer failed (out of memory). */
 static const char fallback_body[] =

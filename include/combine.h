@@ -31,7 +31,7 @@
  * its outcome in the batch's transaction. A buyer whose purchase was taken
  * by a holder that lost its lock without answering (LOCK_ORPHANED), or
  * whose Redis failed while it was queued, closes its token in PostgreSQL
- * (combine_close): if the batch committed, the close finds its outcome and
+ * (store_close_token): if the batch committed, the close finds its outcome and
  * the buyer answers it; if not, the close writes a "closed" row, and a late
  * COMMIT of that batch conflicts with it and fails whole. Then the buyer
  * tries once more on its own (after a Redis failure, it answers 503). A
@@ -54,13 +54,10 @@
 #include <stdint.h>
 
 #include "lock.h"
-#include "store.h"
+#include "sale.h"
 
 /* COMBINE_MAX's default: see README, "Flash sales", for the measurement. */
 #define COMBINE_MAX_DEFAULT 32
-
-struct response;
-struct worker;
 
 /* One purchase of a batch. */
 struct combine_item {
@@ -71,11 +68,14 @@ struct combine_item {
     struct outcome out; /* combine_allocate's answer */
 };
 
+/* A batch's purchases at most: the holder's and the ones it took. */
+#define COMBINE_BATCH_MAX (1 + LOCK_BATCH_MAX)
+
 /* A batch: the holder's purchase (items[0]) and the ones it took. */
 struct combine_batch {
     int32_t product;
     int n;
-    struct combine_item items[1 + LOCK_BATCH_MAX];
+    struct combine_item items[COMBINE_BATCH_MAX];
     int64_t fence;        /* the holder's */
     int found;            /* the product exists */
     int64_t stock_before; /* its stock when the batch began */
@@ -119,13 +119,5 @@ enum combine_reply {
 /* Pure: parses an answer's text (without the token). */
 enum combine_reply combine_parse_answer(const char *text, int32_t product, int32_t amount,
                                         struct outcome *out, int *problem);
-
-/* Closes a queued purchase's token in PostgreSQL and says what became of
- * it: STORE_OK with *out (200, 404 or 409, from a batch that committed) or
- * STORE_NOT_FOUND (never made, and now it cannot be); else the store's
- * failure, STORE_UNKNOWN included. A batch in flight that holds the token
- * past lock_timeout (STORE_BUSY) is waited for again, twice. */
-enum store_status combine_close(struct worker *w, const struct purchase *p, const char *token,
-                                struct outcome *out);
 
 #endif

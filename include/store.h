@@ -6,97 +6,28 @@
  * same statement applies the lock's fence (... AND fence < $3), so a holder
  * whose lock expired and was granted again since is refused.
  *
- * One connection per worker process, opened at start and kept. Calls make
- * sure the connection is usable (reconnecting and re-preparing the
- * statements if the server went away), except the purchase calls, which run
- * under the lock. Statements are sent as pipelines (several in one round
- * trip) and every outcome is read to the end, so an error that comes after
- * a statement's rows (a COMMIT that fails) is never missed. Every round trip
- * has a client-side deadline, statement_timeout + STATEMENT_GRACE_MS. No
- * call leaves a transaction open, except store_buy() on success, whose
- * caller must store_commit() or store_rollback().
+ * The session is pg.h's: one per worker, its statements sent as pipelines,
+ * every round trip under a deadline. Calls make sure it is usable
+ * (reconnecting and re-preparing the statements if the server went away),
+ * except the purchase calls, which run under the lock. No call leaves a
+ * transaction open, except store_buy() on success, whose caller must
+ * store_commit() or store_rollback().
  *
- * Errors are returned as codes; the detail for the log is kept in st->err. */
+ * Errors are returned as codes; the detail for the log is kept in
+ * st->pg.err. */
 #ifndef STOCK_STORE_H
 #define STOCK_STORE_H
 
 #include <stdint.h>
 
-struct config;
-struct pg_conn; /* libpq's PGconn */
+#include "pg.h"
+#include "sale.h"
 
-enum store_status {
-    STORE_OK,
-    STORE_NOT_FOUND,    /* no such product (or idempotency key) */
-    STORE_INSUFFICIENT, /* the product has fewer units than asked for */
-    STORE_FENCED,       /* PostgreSQL has applied a newer fence: a stale lock */
-    STORE_KEY_EXISTS,   /* the idempotency key was used already */
-    STORE_KEY_BUSY,     /* a request with the same key is still in flight */
-    STORE_BUSY,         /* the product's row stayed locked by another transaction
-                           (any host's) past lock_timeout: nothing bought */
-    STORE_UNAVAILABLE,  /* PostgreSQL unreachable, restarting or timing out */
-    STORE_UNKNOWN,      /* the connection broke while a purchase was in flight:
-                           it may or may not have committed */
-    STORE_ALONE,        /* a batch (combine.h) failed for one of the purchases it
-                           took (a key its first request still holds, a token
-                           its buyer closed): nothing committed; make the
-                           holder's own purchase alone */
-    STORE_ERROR         /* anything else: a bug or a broken schema */
-};
+struct config;
 
 struct store {
-    const struct config *cfg;
-    struct pg_conn *conn;
-    int prepared;     /* statements exist on this session */
-    char sqlstate[6]; /* of the last failure, "" if none came from the server */
-    int failed_step;  /* which statement of the last pipeline failed, or -1 */
-    char err[256];
-    unsigned long errors;        /* failures recorded in err, for the metrics */
-    unsigned long connects;      /* sessions opened (and prepared), for the metrics */
-    int warnings;                /* server warnings during the current round trip */
-    int demoted;                 /* the server refused a write as read-only */
+    struct pg_session pg;        /* the session, its last error and counts */
     struct combine_batch *batch; /* allocated, not yet written: store_commit's */
-    /* The server last seen unable to commit (a COMMIT left unanswered or
-     * answered "committed locally", or the product's row held by one that
-     * waits for a lost standby), as PQhost/PQport name it; "" for none.
-     * Every new session tries DATABASE_URL's other hosts first (hostlist.h),
-     * until a COMMIT succeeds on this server again. */
-    char suspect_host[256];
-    char suspect_port[32];
-    int suspect_left; /* a session elsewhere was logged since it was recorded */
-    int unreplicated; /* the round trip's warning: synchronous replication cancelled */
-};
-
-struct product {
-    int32_t id;
-    char *name; /* malloc'd; NULL when the column is NULL */
-    int64_t amount;
-};
-
-struct order {
-    int64_t id;
-    int32_t product_id;
-    int32_t amount;
-    int64_t remaining;
-};
-
-struct combine_batch;
-
-/* What a purchase asks for. */
-struct purchase {
-    int32_t product;
-    int32_t amount;
-    int64_t fence;               /* from the lock grant */
-    const char *key;             /* Idempotency-Key, or NULL */
-    struct combine_batch *batch; /* NULL, or the batch it heads (combine.h) */
-};
-
-/* What a purchase, or an idempotency key, ended with. */
-struct outcome {
-    int status;         /* 200, 404 or 409 */
-    struct order order; /* for 200 */
-    int64_t available;  /* for 409: the stock seen */
-    int64_t fence;      /* for STORE_FENCED: the fence PostgreSQL has */
 };
 
 /* Connects and prepares. Returns 0, or -1 if PostgreSQL is not reachable yet:
@@ -187,13 +118,5 @@ enum store_status store_product(struct store *st, int32_t id, struct product *ou
 /* One round trip to check that PostgreSQL answers and takes writes:
  * STORE_UNAVAILABLE for a read-only server too. */
 enum store_status store_ping(struct store *st);
-
-/* Maps a SQLSTATE to the status the client should see: connection loss,
- * shutdowns, timeouts and lock or resource exhaustion are STORE_UNAVAILABLE
- * (try again later); everything else is STORE_ERROR. NULL (no SQLSTATE, a
- * client-side failure) is STORE_UNAVAILABLE. This is the general mapping;
- * store_buy and store_new_epoch tell a lock_timeout on the product's row
- * (STORE_BUSY) or on the idempotency key (STORE_KEY_BUSY) from it. */
-enum store_status store_classify_sqlstate(const char *sqlstate);
 
 #endif

@@ -1,5 +1,5 @@
 /* worker.h -- one responder process: its configuration and its two
- * connections, and the handlers that answer a request with them.
+ * connections, which the handlers (route.h) answer a request with.
  *
  * A worker is single-threaded and serves one request at a time; spawn-fcgi and
  * multiwatch run several of them on one FastCGI socket. */
@@ -14,7 +14,7 @@
 #include "store.h"
 
 /* What the request being served did, for its log line and the metrics.
- * worker_handle resets it; the purchase handler fills it in. */
+ * route_handle resets it; the purchase handler fills it in. */
 struct trace {
     int32_t product;      /* 0: not a purchase */
     int32_t amount;       /* 0: not read */
@@ -45,9 +45,6 @@ void worker_close(struct worker *w);
 /* Answers a failed store call: 503 service_unavailable for a transient
  * failure, 500 for anything else; the detail goes to the log. */
 void worker_store_failed(struct worker *w, enum store_status st, struct response *res);
-
-/* Routes one request and fills res (which starts as a 500). */
-void worker_handle(struct worker *w, struct http_request *req, struct response *res);
 
 /* The level of the request's log line: info, except a probe (/healthz,
  * /metrics) answered 200, which is debug. Healthchecks and scrapes come
