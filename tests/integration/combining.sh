@@ -63,6 +63,33 @@ replay() {
           else "answer \($f[2]): \($f)" end'
 }
 
+# hold_keys PRODUCT KEY...: an open transaction (psql) claims the keys, as
+# their first requests would, and holds them until release_keys: keys in
+# flight elsewhere.
+hold_keys() {
+    local product=$1 k
+    shift
+    {
+        echo "BEGIN;"
+        for k in "$@"; do
+            echo "INSERT INTO idempotency_keys (key, product_id, amount, status)
+                  VALUES (\$k\$$k\$k\$, $product, 1, 0);"
+        done
+        echo "SELECT pg_sleep(60);"
+    } | psql -X -q "$(conninfo application_name=key-holder)" >/dev/null 2>&1 &
+    KEY_HOLDER=$!
+    for ((i = 0; i < 200; i++)); do
+        [[ -n $(sql "SELECT pid FROM pg_stat_activity WHERE application_name = 'key-holder'
+                     AND query LIKE '%pg_sleep%'") ]] && return 0
+        sleep 0.05
+    done
+}
+release_keys() {
+    sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE application_name = 'key-holder'" >/dev/null
+    wait "$KEY_HOLDER"
+}
+
 P=$(new_product "Combined flash sale" 150)
 rush "$P" 400
 same "400 buyers, amounts 1-4, stock 150: every answer agrees with the replay of the orders" \
@@ -138,15 +165,7 @@ check "in one transaction ($before, then $(batched) combined)" test "$(batched)"
 # one out and is made without it, in one transaction; the keyed buyer is
 # answered request_in_progress, having bought nothing.
 P=$(new_product "A key in flight elsewhere" 10)
-psql -X -q "$(conninfo application_name=key-holder)" -c "BEGIN; INSERT INTO idempotency_keys
-    (key, product_id, amount, status) VALUES ('inflight-$$', $P, 1, 0); SELECT pg_sleep(20)" \
-    >/dev/null 2>&1 &
-key_holder=$!
-for ((i = 0; i < 200; i++)); do
-    [[ -n $(sql "SELECT pid FROM pg_stat_activity WHERE application_name = 'key-holder'
-                 AND query LIKE '%pg_sleep%'") ]] && break
-    sleep 0.05
-done
+hold_keys "$P" "inflight-$$"
 log_from=$(($(wc -l <"$RUN_DIR/log/app.log") + 1))
 rcli SET "lock:product:$P" fake PX 60000 >/dev/null
 buyers=()
@@ -173,9 +192,7 @@ check "the batch claimed its keys one by one" \
     <(tail -n "+$log_from" "$RUN_DIR/log/app.log")
 same "and did not fail for the key in flight" \
     "$(tail -n "+$log_from" "$RUN_DIR/log/app.log" | grep -c "product $P: .*made the batch fail")" 0
-sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'key-holder'" \
-    >/dev/null
-wait "$key_holder"
+release_keys
 
 # The same in a flash sale: 4 of 400 buyers retry a key whose first request
 # is in flight elsewhere (held by an open transaction here, as by a host
@@ -185,25 +202,12 @@ wait "$key_holder"
 # with the replay of the orders.
 P=$(new_product "Poisoned flash sale" 150)
 poisoned=(1 101 201 301)
-{
-    echo "BEGIN;"
-    for i in "${poisoned[@]}"; do
-        echo "INSERT INTO idempotency_keys (key, product_id, amount, status)
-              VALUES (\$k\$$(key "$P" "$i")\$k\$, $P, $((1 + i % 4)), 0);"
-    done
-    echo "SELECT pg_sleep(60);"
-} | psql -X -q "$(conninfo application_name=key-holder)" >/dev/null 2>&1 &
-key_holder=$!
-for ((i = 0; i < 200; i++)); do
-    [[ -n $(sql "SELECT pid FROM pg_stat_activity WHERE application_name = 'key-holder'
-                 AND query LIKE '%pg_sleep%'") ]] && break
-    sleep 0.05
-done
+held=()
+for i in "${poisoned[@]}"; do held+=("$(key "$P" "$i")"); done
+hold_keys "$P" "${held[@]}"
 log_from=$(($(wc -l <"$RUN_DIR/log/app.log") + 1))
 rush "$P" 400
-sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'key-holder'" \
-    >/dev/null
-wait "$key_holder"
+release_keys
 pattern="^($(IFS='|' && echo "${poisoned[*]}")) "
 same "the 4 buyers whose key was in flight: 409 request_in_progress" \
     "$(grep -E "$pattern" "$TMP/answers" | cut -d' ' -f4- | jq -r '"\(.status) \(.code)"' | sort | uniq -c |
