@@ -468,7 +468,10 @@ fw_do() {
 firewall_restore() {
     local dir=$1 fam table rest chain live=0 changed
     [[ -e $dir/firewall.before ]] || return 0
-    fw_lines | grep -q -- ' -A NETAVARK_FORWARD ' && live=1
+    # (Not `fw_lines | grep -q`: with pipefail, grep's early exit fails the
+    # pipeline whenever it matches.)
+    changed=$(fw_lines)
+    [[ $changed == *" -A NETAVARK_FORWARD "* ]] && live=1
     # Rules first: a chain can go only once nothing jumps to it. Each is
     # deleted as iptables-save wrote it, which iptables-restore parses.
     fw_lines | comm -13 "$dir/firewall.before" - | grep -i -e netavark -e podman |
