@@ -498,10 +498,21 @@ firewall_restore() {
                 fw_do "$fam" "$table" -X "$chain"
             done
     done
-    ((live)) && {
+    if ((live)); then
+        # netavark 1.4 takes the jump from FORWARD to its isolation chain
+        # away with any network it tears down completely, now and then, the
+        # other networks' too: a jump from a built-in chain to one of its
+        # chains that was there before `up` and is gone goes back, at the
+        # top, where netavark puts it.
+        fw_lines | comm -23 "$dir/firewall.before" - |
+            while read -r fam table rest; do
+                [[ $rest =~ ^-A\ ([A-Z]+)\ -j\ (NETAVARK[^ ]*)$ ]] || continue
+                say "putting back $fam $table $rest (netavark took it with this stack's network)"
+                fw_do "$fam" "$table" -I "${BASH_REMATCH[1]}" 1 -j "${BASH_REMATCH[2]}"
+            done
         say "another podman network is up: netavark's shared chains and IP forwarding are left to it"
         return 0
-    }
+    fi
     sysctl -qw net.ipv4.ip_forward="$(cat "$dir/ip_forward.before")" 2>/dev/null
     # The tables that were not there and are empty now.
     local name
