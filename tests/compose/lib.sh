@@ -365,10 +365,11 @@ demo_up() {
     start_service || return 1
     start_healthchecks
     build_images || return 1
-    if ! dc 240 "$STATE/compose.log" up -d --no-build; then
-        say "docker-compose up failed"
-        tail_of "$STATE/compose.log" | sed 's/^/  /'
-        dc 30 - logs --no-color --tail 10 2>&1 | sed 's/^/  /'
+    : >"$STATE/compose-up.log"
+    if ! dc 240 "$STATE/compose-up.log" up -d --no-build; then
+        say "docker-compose up failed:"
+        # (Without its progress lines: "Creating x ... done".)
+        grep -Ev '^\s*$|\.\.\. *(done)?\s*$' "$STATE/compose-up.log" | tail -n 15 | sed 's/^/  /'
         return 1
     fi
     if ! wait_healthy; then
