@@ -392,6 +392,12 @@ demo_down() {
     remove_project "$PROJECT" quiet "${1:+volumes}"
     stop_pid "$(pid_of healthchecks)" 10
     stop_pid "$(pid_of service)" 15
+    # The conmon of an exec session through the API (`stack.sh compose
+    # exec`) waits 5 minutes after its container has gone: the store is this
+    # stack's, and nothing that works in it may stay.
+    while read -r pid _; do
+        stop_pid "$pid" 5
+    done < <(ours "$STORE/storage/")
     # What an interrupted image build leaves: a buildah working container
     # that podman knows only from its storage.
     local id name status
