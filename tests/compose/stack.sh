@@ -38,6 +38,7 @@ TMP=${DEMO_TMP:-$STORE/tmp}
 PROJECT=${DEMO_PROJECT:-stock-api}
 CLEAN_ENV=${DEMO_CLEAN_ENV:-}
 BUILDS=()
+# shellcheck source=tests/compose/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 usage() {
