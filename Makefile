@@ -154,6 +154,17 @@ install: all
 	    >"$(DESTDIR)$(UNITDIR)/stock-api@.service"
 	chmod 644 "$(DESTDIR)$(UNITDIR)/stock-api@.service"
 
+# The docker-compose demo where there is no Docker engine or image registry:
+# podman, with stand-ins for the registry's images, in a store of its own
+# (tests/compose/stack.sh; README: Running it elsewhere). As root.
+.PHONY: compose-up compose-down
+compose-up:
+	@tests/stack/deps.sh test
+	@tests/compose/stack.sh up
+
+compose-down:
+	@tests/compose/stack.sh down
+
 # Removes idempotency keys and purchase tokens older than 24 hours from the
 # local stack (sql/prune.sql), and says how many.
 prune:

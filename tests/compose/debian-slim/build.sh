@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # TEST DOUBLE: the stand-in for the official debian:bookworm-slim image, for
-# tests/compose/smoke.sh only (registry images cannot be fetched on the test
-# machines). smoke.sh imports the tree this makes as debian:bookworm-slim in
-# its own podman store, never in the machine's.
+# the compose demo on podman, `make compose-up` and the compose suite, where
+# registry images cannot be fetched. tests/compose/lib.sh imports the tree
+# this makes as debian:bookworm-slim in a podman store of the demo's own,
+# never in the machine's.
 #
 #   build.sh ROOT    makes the tree in ROOT (which must not exist); prints
 #                    nothing but debootstrap's errors
