@@ -252,6 +252,24 @@ static void drop(struct lock_client *lc)
     }
 }
 
+/* A primary that refuses writes for want of replicas (min-replicas-to-write:
+ * none has acknowledged within min-replicas-max-lag) is cut off from them,
+ * and likely from the sentinels that can fail it over: they may have
+ * promoted a replica already. With sentinels, the connection is dropped, so
+ * that the next call asks them again, and another sentinel is asked first:
+ * the one that named this primary may be cut off with it, and would name it
+ * again. The reply is still the caller's (the refused script wrote
+ * nothing). Without sentinels there is no other primary to find, and the
+ * connection is kept. */
+static void cut_off(struct lock_client *lc)
+{
+    int n = lc->cfg->sentinels.count;
+    if (n == 0)
+        return;
+    drop(lc);
+    lc->sentinel = (lc->sentinel + 1) % n;
+}
+
 /* Records why a reply was not the one expected. */
 static void reply_err(struct lock_client *lc, const char *what, const redisReply *r)
 {
@@ -262,7 +280,7 @@ static void reply_err(struct lock_client *lc, const char *what, const redisReply
  * and drops the context, which hiredis says cannot be used again. A reply of
  * type ERROR is returned as is (the connection is still fine), except
  * READONLY: the server is a replica now, and the connection is dropped as if
- * lost. */
+ * lost; and NOREPLICAS with sentinels: see cut_off. */
 static redisReply *checked(struct lock_client *lc, redisReply *r)
 {
     if (r == NULL) {
@@ -275,6 +293,8 @@ static redisReply *checked(struct lock_client *lc, redisReply *r)
         freeReplyObject(r);
         drop(lc);
         return NULL;
+    } else if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "NOREPLICAS ") != NULL) {
+        cut_off(lc);
     }
     return r;
 }
@@ -758,6 +778,8 @@ static int wait_item(struct lock_client *lc, const char *key, int64_t ms, char *
         rc = -1;
     }
     freeReplyObject(r);
+    if (lc->redis == NULL) /* BLPOP writes: a NOREPLICAS dropped it (cut_off) */
+        return -1;
     if (redisSetTimeout(lc->redis, normal) != REDIS_OK) {
         set_err(lc, "redis: cannot restore the command timeout: %s", lc->redis->errstr);
         drop(lc);
