@@ -7,6 +7,7 @@
 #   mon 10.77.0.8 (the pg_auto_failover monitor; a sentinel)
 #   pg 10.77.0.5, pg2 10.77.0.9 (PostgreSQL, each under its pg_autoctl)
 #   redis 10.77.0.4, redis2 10.77.0.7 (Redis primary and replica; sentinels)
+#   redis3 10.77.0.11 (a second Redis replica, from scenario 6 on)
 #
 # The responders give a password to each service: PostgreSQL (scram), Redis
 # and the sentinels (their own requirepass). pg_autoctl's own connections
@@ -26,7 +27,10 @@
 #      responders' (from the monitor, its standby and the client): the
 #      standby is promoted, the old primary sells nothing on its own, and
 #      the responders, whose sessions it still takes, move to the new one;
-#   5. healed, it rejoins, while the new Redis primary's host is killed.
+#   5. healed, it rejoins, while the new Redis primary's host is killed;
+#   6. a Redis split brain: the primary cut off from its two replicas and
+#      the other sentinels, not from the responders: it refuses writes
+#      (min-replicas-to-write), and the workers leave it for the promoted one.
 # Each prints how long sales stopped. Everything is removed on exit,
 # failure or interrupt.
 set -uo pipefail
@@ -49,6 +53,7 @@ unset 'ADDR[edge]' 'ADDR[b]'
 ADDR[mon]=$NET.8
 ADDR[pg2]=$NET.9
 ADDR[redis2]=$NET.7
+ADDR[redis3]=$NET.11
 PG_NODES="${ADDR[pg]}:5432,${ADDR[pg2]}:5432"
 DB_URL="postgresql://postgres:$PG_PW@$PG_NODES/redisdistributedlock?target_session_attrs=read-write"
 # The responders list pg2 first: when pg2 is the primary cut off but from
@@ -379,6 +384,133 @@ nft_heal pg2
 rejoin=$SECONDS
 redis_failover "Redis primary host killed again" redis2 redis
 rejoined pg pg2
+
+# 6. Split brain: the Redis primary (redis) cut off from its replicas and
+# from the other sentinels, but not from the responders. Those sentinels
+# promote a replica, and the old primary goes on taking locks for the
+# workers still on it, each grant a fence from a counter that is not the
+# new primary's: each costs lock_lost answers and new fence epochs, and
+# went on, without a bound, until the heal. With min-replicas-to-write 1
+# the old primary refuses writes (NOREPLICAS) once no replica acknowledged
+# within min-replicas-max-lag; a worker refused so asks the sentinels again,
+# another first, and finds the new primary. Two replicas: with one, the
+# promoted replica, alone, would refuse writes too (README, High
+# availability). The workers are first made to ask the old primary's own
+# sentinel first (the one cut off with it, which would name it again), as
+# a freshly started host does: the list's first.
+rcli_on() { # HOST ARGS...: redis-cli to that host's Redis, over its socket
+    local host=$1
+    shift
+    REDISCLI_AUTH=$REDIS_PW redis-cli -s "$CL/$host/sock/redis.sock" "$@"
+}
+sentinel_on() { # HOST ARGS...: redis-cli to that host's sentinel, from the client
+    local host=$1
+    shift
+    on client env REDISCLI_AUTH="$SENTINEL_PW" redis-cli -h "${ADDR[$host]}" -p 26379 "$@" 2>/dev/null
+}
+# replicas_known HOST N: HOST's sentinel knows N replicas, none down.
+replicas_known() {
+    [[ $(sentinel_on "$1" SENTINEL replicas stock | grep -A1 -x flags | grep -cx slave) == "$2" ]]
+}
+# from_a: the responders' connections to the old primary.
+from_a() { rcli_on redis CLIENT LIST TYPE normal | grep -c "addr=${ADDR[a]}:"; }
+all_back() { [[ $(from_a) == "$(RUN_DIR=$CL/a workers | wc -w)" ]]; }
+refuses_writes() { [[ $(rcli_on redis SET probe:split 1) == NOREPLICAS* ]]; }
+# old_quiet: no responder connected to the old primary, and none refused
+# there for a second (a worker that keeps asking its sentinel would be told
+# the old primary, and refused, on every purchase).
+refusals() { rcli_on redis INFO stats | awk -F: '/^total_error_replies:/ {print $2 + 0}'; }
+old_quiet() {
+    local before
+    before=$(refusals)
+    sleep 1
+    [[ $(refusals) == "$before" && $(from_a) == 0 ]]
+}
+demoted() { [[ $(rcli_on redis ROLE | head -n 1) == slave ]]; }
+epochs() { cat "$CL"/a/log/*.log | grep -c "product $P: new fence epoch"; }
+# orders_per_s FROM TO: the product's orders a second, between those times.
+orders_per_s() {
+    sql "SELECT round(COUNT(*) / ($2 - $1)::numeric, 1) FROM orders WHERE product_id = $P
+           AND created_at >= to_timestamp($1) AND created_at < to_timestamp($2)"
+}
+MIN_REPLICAS=(REDIS_MIN_REPLICAS=1 REDIS_MIN_REPLICAS_MAX_LAG=2)
+revive redis2
+start redis2 SERVICES="redis sentinel" REDIS_PASSWORD="$REDIS_PW" SENTINEL_PASSWORD="$SENTINEL_PW" \
+    REDIS_REPLICAOF="${ADDR[redis]}:6379" SENTINEL_MONITOR="stock ${ADDR[redis]}:6379 2" \
+    SENTINEL_DOWN_AFTER_MS=2000 "${MIN_REPLICAS[@]}"
+start redis3 SERVICES=redis REDIS_PASSWORD="$REDIS_PW" REDIS_REPLICAOF="${ADDR[redis]}:6379" \
+    "${MIN_REPLICAS[@]}"
+# The running primary is given the stack's setting by CONFIG SET.
+rcli_on redis CONFIG SET min-replicas-to-write 1 >/dev/null
+rcli_on redis CONFIG SET min-replicas-max-lag 2 >/dev/null
+same "split brain: the replicas have REDIS_MIN_REPLICAS's min-replicas-to-write and max-lag" \
+    "$(rcli_on redis3 CONFIG GET min-replicas-* | paste -sd ' ')" \
+    "min-replicas-max-lag 2 min-replicas-to-write 1"
+check "split brain: the sentinels know both replicas" \
+    wait_for 60 eval 'replicas_known mon 2 && replicas_known redis2 2'
+P=$(new_product "HA: split brain" 100000)
+start_load "$P" 8
+nft_cut a "${ADDR[mon]}"
+for id in $(rcli_on redis CLIENT LIST TYPE normal |
+    awk -v a="addr=${ADDR[a]}:" 'index($0, a) {sub("id=", "", $1); print $1}'); do
+    rcli_on redis CLIENT KILL ID "$id" >/dev/null
+done
+check "split brain: every worker connected again, through the old primary's sentinel" \
+    wait_for 30 all_back
+nft_heal a
+sleep 3
+epochs0=$(epochs)
+t0=$(date +%s.%N)
+nft_isolate_but redis "${ADDR[a]}"
+# The old primary's fence counter, sampled: when it last moved is when the
+# last lock was granted there.
+(
+    for ((i = 0; i < 1200; i++)); do
+        [[ -e $TMP/split-over ]] && break
+        echo "$(date +%s.%N) $(rcli_on redis GET "fence:product:$P")"
+        sleep 0.05
+    done
+) >"$TMP/old-fence" &
+sampler=$!
+check "split brain: the old primary refuses writes (NOREPLICAS) while cut off from its replicas" \
+    wait_for 30 refuses_writes
+t_refused=$(date +%s.%N)
+fence_refused=$(rcli_on redis GET "fence:product:$P")
+new=
+for ((i = 0; i < 300; i++)); do
+    [[ -z $new ]] || break
+    case $(sentinel_on mon SENTINEL get-master-addr-by-name stock | head -n 1) in
+    "${ADDR[redis2]}") new=redis2 ;;
+    "${ADDR[redis3]}") new=redis3 ;;
+    *) sleep 0.1 ;;
+    esac
+done
+t1=$(date +%s.%N)
+check "split brain: the other sentinels promote a replica" test -n "$new"
+check "split brain: selling goes on before the heal, through ${new:-the new primary}" \
+    wait_for 30 eval 'test "$(sold_since "$P" "$t_refused")" -gt 0'
+check "split brain: every worker left the old primary before the heal" wait_for 30 old_quiet
+t_left=$(date +%s.%N)
+same "split brain: no lock granted by the old primary after it refused writes" \
+    "$(rcli_on redis GET "fence:product:$P")" "$fence_refused"
+t_heal=$(date +%s.%N)
+nft_heal redis
+check "split brain: healed, the old primary is made a replica" wait_for 60 demoted
+t_demoted=$(date +%s.%N)
+touch "$TMP/split-over"
+wait "$sampler"
+REDIS_PRIMARY=${new:-redis2}
+sleep 2
+stop_load
+last=$(awk 'NR > 1 && $2 != prev {t = $1} {prev = $2} END {print t}' "$TMP/old-fence")
+echo "# split brain: the old primary granted locks for $(since "$t0" "${last:-$t0}") s after the cut" \
+    "(refused writes after $(since "$t0" "$t_refused") s; $new named after $(since "$t0" "$t1") s;" \
+    "no worker on the old primary after $(since "$t0" "$t_left") s); healed after" \
+    "$(since "$t0" "$t_heal") s, the old primary a replica $(since "$t_heal" "$t_demoted") s later"
+echo "# split brain: $(answered lock_lost) x 503 lock_lost of $(wc -l <"$TMP/answers") answers;" \
+    "$(($(epochs) - epochs0)) new fence epochs; $(orders_per_s "$t0" "$t_heal") orders/s during" \
+    "the cut, $(orders_per_s "$(since 3 "$t0")" "$t0") in the 3 s before; $(stopped "$P" "$t0")"
+check_invariants "$P" 100000
 
 echo "# faults: $((SECONDS - t_start)) s"
 reports=$(ls "$CL"/a/log/sanitizer.* 2>/dev/null)

@@ -43,6 +43,9 @@
 #   REDIS_PASSWORD  Redis's requirepass (for any client, sockets too), and
 #               what a replica or a sentinel gives its primary
 #   REDIS_REPLICAOF  HOST:PORT: this Redis starts as that primary's replica
+#   REDIS_MIN_REPLICAS, REDIS_MIN_REPLICAS_MAX_LAG  as a primary, this Redis
+#               refuses writes unless that many replicas acknowledged within
+#               that many seconds (default 0: never refuses; 2 s)
 #   SENTINEL_MONITOR "NAME HOST:PORT QUORUM": the primary a sentinel watches
 #   SENTINEL_PORT   the sentinel's port (default 26379)
 #   SENTINEL_PASSWORD  the sentinel's own requirepass (the same on every
@@ -171,6 +174,8 @@ fi
     die "REDIS_REPLICAOF must be HOST:PORT (got '$REDIS_REPLICAOF')"
 ! runs sentinel || [[ ${SENTINEL_MONITOR:-} =~ ^[A-Za-z0-9._-]+\ [0-9.]+:[0-9]{1,5}\ [0-9]{1,2}$ ]] ||
     die "SERVICES has sentinel: set SENTINEL_MONITOR to \"NAME HOST:PORT QUORUM\""
+setting REDIS_MIN_REPLICAS 0 0 16
+setting REDIS_MIN_REPLICAS_MAX_LAG 2 1 3600 seconds
 setting SENTINEL_PORT 26379 1 65535
 setting SENTINEL_DOWN_AFTER_MS 5000 100 600000 milliseconds
 [[ -z ${PG_ALLOW:-} || -n ${PG_PASSWORD:-} ]] || die "PG_ALLOW needs PG_PASSWORD"
@@ -377,6 +382,8 @@ dir "$RUN/redis"
 daemonize yes
 pidfile "$RUN/redis.pid"
 logfile "$LOG/redis.log"
+min-replicas-to-write $REDIS_MIN_REPLICAS
+min-replicas-max-lag $REDIS_MIN_REPLICAS_MAX_LAG
 CONF
     # The password stays out of the process list, in the 0600 config file;
     # a replica gives it to its primary (and any Redis may become a replica
