@@ -43,9 +43,9 @@
 #   REDIS_PASSWORD  Redis's requirepass (for any client, sockets too), and
 #               what a replica or a sentinel gives its primary
 #   REDIS_REPLICAOF  HOST:PORT: this Redis starts as that primary's replica
-#   REDIS_MIN_REPLICAS, REDIS_MIN_REPLICAS_MAX_LAG  as a primary, this Redis
-#               refuses writes unless that many replicas acknowledged within
-#               that many seconds (default 0: never refuses; 2 s)
+#   REDIS_MIN_REPLICAS  as a primary, this Redis refuses writes unless that
+#               many replicas acknowledged lately (default 0: never refuses)
+#   REDIS_MIN_REPLICAS_MAX_LAG  "lately": within that many seconds (default 2)
 #   SENTINEL_MONITOR "NAME HOST:PORT QUORUM": the primary a sentinel watches
 #   SENTINEL_PORT   the sentinel's port (default 26379)
 #   SENTINEL_PASSWORD  the sentinel's own requirepass (the same on every
@@ -94,6 +94,7 @@ die() {
 # The stack's own settings, as the header above lists them.
 STACK_SETTINGS="RUN_DIR SERVICES BIND PORT PGPORT REDIS_PORT WORKERS OVERFLOW_WORKERS PER_PRODUCT
     RATE_LIMIT METRICS_ALLOW STOCK_BIN PG_ALLOW PG_PASSWORD REDIS_PASSWORD REDIS_REPLICAOF
+    REDIS_MIN_REPLICAS REDIS_MIN_REPLICAS_MAX_LAG
     SENTINEL_MONITOR SENTINEL_PORT SENTINEL_PASSWORD SENTINEL_DOWN_AFTER_MS REAL_IP_FROM
     UPSTREAMS FAIL_TIMEOUT"
 
