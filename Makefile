@@ -135,7 +135,7 @@ bench-cluster: deps
 	@tests/cluster/bench.sh
 
 # Installs the responder, the nginx templates, the SQL, example settings
-# and the systemd unit under DESTDIR + PREFIX (README: Operations).
+# and the systemd unit under DESTDIR + PREFIX (nginx/README.md: Operations).
 PREFIX  ?= /usr/local
 BINDIR   = $(PREFIX)/bin
 SHAREDIR = $(PREFIX)/share/stock-api
@@ -143,13 +143,15 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 
 install: all
 	install -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(SHAREDIR)/nginx" "$(DESTDIR)$(SHAREDIR)/sql" \
-	    "$(DESTDIR)$(SHAREDIR)/examples" "$(DESTDIR)$(UNITDIR)"
+	    "$(DESTDIR)$(SHAREDIR)/examples" "$(DESTDIR)$(SHAREDIR)/tests" "$(DESTDIR)$(UNITDIR)"
 	install -m 755 $(BIN) "$(DESTDIR)$(BINDIR)/stock-fcgi"
 	install -m 644 nginx/*.conf.in "$(DESTDIR)$(SHAREDIR)/nginx/"
 	install -m 755 nginx/render.sh nginx/setup-db.sh "$(DESTDIR)$(SHAREDIR)/nginx/"
 	install -m 644 sql/*.sql "$(DESTDIR)$(SHAREDIR)/sql/"
 	install -m 644 nginx/env/*.env "$(DESTDIR)$(SHAREDIR)/examples/"
 	install -m 644 README.md "$(DESTDIR)$(SHAREDIR)/"
+	install -m 644 nginx/README.md "$(DESTDIR)$(SHAREDIR)/nginx/"
+	install -m 644 tests/README.md "$(DESTDIR)$(SHAREDIR)/tests/"
 	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SHAREDIR@|$(SHAREDIR)|g' nginx/stock-api@.service.in \
 	    >"$(DESTDIR)$(UNITDIR)/stock-api@.service"
 	chmod 644 "$(DESTDIR)$(UNITDIR)/stock-api@.service"

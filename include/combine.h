@@ -56,7 +56,7 @@
 #include "lock.h"
 #include "sale.h"
 
-/* COMBINE_MAX's default: see README, "Flash sales", for the measurement. */
+/* COMBINE_MAX's default: see tests/README.md, "Performance", for the measurement. */
 #define COMBINE_MAX_DEFAULT 32
 
 /* One purchase of a batch. */

@@ -18,7 +18,7 @@
 #   SEED=yes                 no: never load sql/seed.sql
 #
 # Runs psql as a role that may create databases and roles (postgres:
-# `runuser -u postgres -- setup-db.sh`, README.md); PGHOST, PGPORT and
+# `runuser -u postgres -- setup-db.sh`, nginx/README.md); PGHOST, PGPORT and
 # PGUSER choose another server. The password goes to psql through its
 # environment, never a command line, and the statement that sets it is kept
 # out of the server's log.

@@ -73,7 +73,7 @@ trap cleanup EXIT
 
 
 if "$STACK" up; then
-    for t in api hostile lock pools logs metrics ratelimit fencing idempotency concurrency combining outages sentinel signals leaks config install ${EXTRA_SUITES:-}; do
+    for t in api hostile lock pools logs metrics ratelimit fencing idempotency concurrency combining outages sentinel signals leaks docs config install ${EXTRA_SUITES:-}; do
         wanted "$t" && suite "$t" "tests/integration/$t.sh"
     done
     for t in kill-worker pause-holder combiner redis-crash postgres-crash terminate-backends client-disconnect sigterm-pool; do

@@ -12,7 +12,7 @@
 # The responders give a password to each service: PostgreSQL (scram), Redis
 # and the sentinels (their own requirepass). pg_autoctl's own connections
 # (replication, health checks) are trusted between the nodes' addresses
-# only, as `--auth trust` writes them: the README says what to use instead.
+# only, as `--auth trust` writes them: nginx/README.md says what to use instead.
 #
 # The responders know both PostgreSQL nodes (DATABASE_URL lists them, with
 # target_session_attrs=read-write) and the sentinels, never which is the

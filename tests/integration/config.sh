@@ -34,12 +34,12 @@ same "COMBINE_MAX=65: its message counts purchases" "$(COMBINE_MAX=65 "$STOCK_BI
 
 help=$("$STOCK_BIN" --help 2>&1)
 same "--help exits 0" "$?" 0
-# Every responder setting of the README's table, in --help.
+# Every responder setting of nginx/README.md's Configuration table, in --help.
 missing=()
-for name in $(awk -F'|' '$4 ~ /responder/ { print $2 }' "$ROOT/README.md" | grep -oE '`[A-Z_]+`' | tr -d '`'); do
+for name in $(awk -F'|' '$4 ~ /responder/ { print $2 }' "$ROOT/nginx/README.md" | grep -oE '`[A-Z_]+`' | tr -d '`'); do
     grep -qE "^  $name " <<<"$help" || missing+=("$name")
 done
-same "--help lists every responder setting the README lists" "${missing[*]}" ""
+same "--help lists every responder setting nginx/README.md lists" "${missing[*]}" ""
 same "--version names the program" "$("$STOCK_BIN" --version)" "stock-fcgi 0.1.0"
 "$STOCK_BIN" --bogus >/dev/null 2>&1
 same "an unknown option exits 2" "$?" 2
@@ -197,7 +197,7 @@ done
 has nginx-ha "the ha responders' sockets, on port 3001" '- fcgi-socket-ha:/run/stock:rw' \
     '- 127.0.0.1:3001:3000/tcp'
 
-# The example unit for pg_autoctl (README, High availability), as systemd
+# The example unit for pg_autoctl (nginx/README.md, High availability), as systemd
 # reads it: keys, values, the executable.
 verify_unit nginx/pgautofailover.service "$ROOT/nginx/pgautofailover.service"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # install.sh -- make install: the binary, the nginx templates, the SQL,
 # example settings and a systemd unit that systemd accepts, under PREFIX
-# and DESTDIR; and README.md's database steps, as printed, against a
+# and DESTDIR; and nginx/README.md's database steps, as printed, against a
 # PostgreSQL of the test's own: the role they make runs the responders and
 # may do nothing more.
 . "$(dirname "$0")/lib.sh"
@@ -15,7 +15,8 @@ for f in bin/stock-fcgi share/stock-api/nginx/stock-api.conf.in share/stock-api/
     share/stock-api/nginx/render.sh share/stock-api/nginx/setup-db.sh share/stock-api/sql/schema.sql \
     share/stock-api/sql/seed.sql share/stock-api/sql/prune.sql \
     share/stock-api/examples/stock-api.env share/stock-api/examples/app.env \
-    share/stock-api/examples/overflow.env lib/systemd/system/stock-api@.service; do
+    share/stock-api/examples/overflow.env share/stock-api/README.md \
+    share/stock-api/nginx/README.md share/stock-api/tests/README.md lib/systemd/system/stock-api@.service; do
     check "installs $f" test -s "$P/$f"
 done
 check "the installed binary runs" grep -q '^stock-fcgi ' <<<"$("$P/bin/stock-fcgi" --version)"
@@ -93,13 +94,13 @@ for pool in app:WORKERS overflow:OVERFLOW_WORKERS; do
         "$(sed -n "s/^setting ${pool#*:} \([0-9]*\) .*/\1/p" "$ROOT/tests/stack/stack.sh")"
 done
 
-# README's database steps: its lines that run setup-db.sh (Installing with
+# nginx/README.md's database steps: its lines that run setup-db.sh (Installing with
 # systemd; the database host of Running several hosts), run as printed but
 # with this install's prefix, the test's password file, and no runuser: the
 # test's own PostgreSQL (a stack of postgres alone) takes this user as
 # postgres. The responders then connect as the example stock-api.env says,
 # as the unit's user (PGUSER: peer authentication would give that name).
-readme_code() { awk '/^```sh$/ {c = 1; next} /^```$/ {c = 0} c' "$ROOT/README.md" | joined /dev/stdin; }
+readme_code() { awk '/^```sh$/ {c = 1; next} /^```$/ {c = 0} c' "$ROOT/nginx/README.md" | joined /dev/stdin; }
 same "README runs setup-db.sh twice: one host, a database host with a password" \
     "$(readme_code | grep -v '^ *#' | grep -c 'setup-db\.sh')" 2
 ONE_HOST=$(readme_code | grep -v '^ *#' | grep 'setup-db\.sh' | grep -v PASSWORD_FILE)
