@@ -328,12 +328,8 @@ static void remember(struct lock_client *lc, const struct lock *lk, int64_t sent
 
 /* Releases the lock a failed command may have left (lc->unreleased),
  * owner-checked, on every call that reaches Redis until a TTL has passed
- * since that command was sent; not just once. A failed release's lock has
- * expired by then. A timed-out SET may reach Redis after our first release
- * ran: behind a relay (spiped, stunnel, socat, a proxy) that read it before
- * its own link to Redis broke, no reset of ours can stop it, and it comes
- * when that link heals. Each call then finds it and gives it back, if it
- * came within the TTL; one that comes later still expires by its own TTL.
+ * since that command was sent; not just once, for a SET that arrives late
+ * behind a relay (lock.h). A failed release's lock has expired by then.
  * Finding the lock not ours is normal (not yet there, or never to be): it
  * is not logged. The cost is one more round trip per call, and only while
  * a record is pending: a TTL at most after a failure. After that the
@@ -360,8 +356,8 @@ static int release_left_over(struct lock_client *lc)
         return 0;
     default:
         /* -1 or -2: a lost connection or an answer that was not the script's
-         * (BUSY, OOM, a failed EVAL after NOSCRIPT; READONLY drops the connection:
-         * vcommand). Only a lost
+         * (BUSY, OOM, a failed EVAL after NOSCRIPT; READONLY drops the
+         * connection: redis.h). Only a lost
          * connection fails the caller's command too: on one that works,
          * failing every call for up to a TTL over one release would make
          * the record cost more than the lock it is there to give back. The

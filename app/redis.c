@@ -27,15 +27,12 @@ void redis_set_err(struct redis_conn *conn, const char *fmt, ...)
  * timeout makes close() discard whatever is still in the socket's send queue
  * and reset the connection, instead of the kernel resending it until it is
  * acknowledged. Across a network partition a plain close() let a timed-out
- * "SET lock:product:3 ... NX PX 5000" reach Redis seconds later, after this
- * worker's release of that very lock (on a new connection) had run. On a
- * direct connection, discarded, the command either had reached Redis when
- * we gave up, and runs before anything Redis reads from a later connection
- * (which it must accept first), or never runs. (A unix socket has no send
- * queue of its own: what was written is already Redis's.) A relay in
- * between (spiped, stunnel, socat, a proxy) has read the command already,
- * and no reset of ours reaches what it holds: release_left_over covers
- * that case, and this one too; the reset only makes a late command rarer.
+ * command reach Redis seconds later, after what we sent on a new connection.
+ * On a direct connection, discarded, the command either had reached Redis
+ * when we gave up, and runs before anything Redis reads from a later
+ * connection (which it must accept first), or never runs. (A unix socket has
+ * no send queue of its own: what was written is already Redis's.) A relay in
+ * between still delivers it late: lock.h says when, and how the lock copes.
  * A failure here is logged, not fatal. */
 static void abort_connection(redisContext *c)
 {
@@ -332,15 +329,9 @@ void redis_close(struct redis_conn *conn)
  * by default) late: the socket timeout allows for that on top. */
 #define BLPOP_LATE_MS 200
 
-/* Waits up to ms for an item in list key, on a blocking BLPOP: the
- * holder's release leaves one there (a wake-up token, or a queued buyer's
- * answer), so a waiter costs Redis one command per release, instead of one
- * per poll, and learns of the release in one round trip. Whether an item
- * came or the wait ran out, the caller decides what next. Redis serves
- * blocked clients first come, first served, so waiters are woken in the
- * order they started waiting (a newcomer may still take a just-released
- * lock first). 1 if an item came (copied into item, if not NULL), 0 if none
- * did, -1 when Redis failed. */
+/* The wait (redis.h). Whether an item came or the wait ran out, the caller
+ * decides what next. Redis serves blocked clients first come, first served,
+ * so waiters are woken in the order they started waiting. */
 int redis_wait_item(struct redis_conn *conn, const char *key, int64_t ms, char *item, size_t cap)
 {
     int64_t limit_ms = ms + conn->cfg->redis_timeout_ms + BLPOP_LATE_MS;

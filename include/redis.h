@@ -15,8 +15,9 @@
  *
  * A connection given up on (a timeout, a connection error, a protocol
  * error) is dropped, and closed abortively (SO_LINGER 0), so that what we
- * had not got through is discarded, not delivered late: why, and what a
- * relay in between still delivers late, is told in lock.h.
+ * had not got through is discarded, not delivered late (abort_connection
+ * says why); what a relay in between still delivers late, and how the lock
+ * copes, is told in lock.h.
  *
  * Errors are returned as -1 or NULL; the detail for the log is kept on the
  * connection (err, counted in errors), as hiredis keeps it on its context,
