@@ -15,6 +15,13 @@
 #include "redis.h"
 #include "stringify.h"
 
+/* The longest single wait. A token can be lost: a waiter that took one may
+ * die, or fail to reach Redis, before it acts on it. The other waiters then
+ * notice the free lock within a slice, not at their deadline; a slice is
+ * long enough that in a healthy queue it never runs out. A hand-off is kept
+ * for as long. */
+#define WAIT_SLICE_MS 250
+
 /* The three scripts. Each takes KEYS = {lock, fence, wake, stock, queue,
  * handoff} and ARGV = {token, ttl, ...}, runs atomically, in one round
  * trip, and answers {status, value, strings...}. A queued buyer's keys are
@@ -24,12 +31,6 @@
  * the token. The Lua is kept as written, one statement a line, not as
  * clang-format would fold it. */
 /* clang-format off */
-/* The longest single wait. A token can be lost: a waiter that took one may
- * die, or fail to reach Redis, before it acts on it. The other waiters then
- * notice the free lock within a slice, not at their deadline; a slice is
- * long enough that in a healthy queue it never runs out. A hand-off is kept
- * for as long. */
-#define WAIT_SLICE_MS 250
 /* Shared by acquire and release: hands the free lock to the oldest queued
  * buyer still waiting (queued:{token} alive), with a "go" in its reply list
  * and handoff = its token for a slice, so that nobody else takes the lock
@@ -370,6 +371,8 @@ static int release_left_over(struct lock_client *lc)
     }
 }
 
+_Static_assert(SCRIPT_COUNT <= REDIS_SCRIPTS_MAX, "the connection has room for every script");
+
 int lock_client_open(struct lock_client *lc, const struct config *cfg)
 {
     memset(lc, 0, sizeof *lc);
@@ -390,10 +393,10 @@ enum lock_status lock_ready(struct lock_client *lc)
 }
 
 /* Reconnects and runs the left-over release at once, after a command lost
- * with its connection. The caller reports that loss: lc->redis.err keeps its text
- * (not "redis connect: ..." from a reconnect that failed too), and a
- * reconnect that failed counts no second failure in lc->redis.errors, being the
- * same outage seen again. An error reply to the release, on a reconnect
+ * with its connection. The caller reports that loss: lc->redis.err keeps its
+ * text (not "redis connect: ..." from a reconnect that failed too), and a
+ * reconnect that failed counts no second failure in lc->redis.errors, being
+ * the same outage seen again. An error reply to the release, on a reconnect
  * that worked, is a failure of its own: release_left_over logged it, and it
  * stays counted. */
 static void give_back_now(struct lock_client *lc)
