@@ -1,13 +1,10 @@
 /* lock.c -- see lock.h. */
 #include <errno.h>
 #include <inttypes.h>
-#include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <sys/socket.h>
 
 #include <hiredis/hiredis.h>
 
@@ -15,6 +12,15 @@
 #include "config.h"
 #include "lock.h"
 #include "log.h"
+#include "redis.h"
+#include "stringify.h"
+
+/* The longest single wait. A token can be lost: a waiter that took one may
+ * die, or fail to reach Redis, before it acts on it. The other waiters then
+ * notice the free lock within a slice, not at their deadline; a slice is
+ * long enough that in a healthy queue it never runs out. A hand-off is kept
+ * for as long. */
+#define WAIT_SLICE_MS 250
 
 /* The three scripts. Each takes KEYS = {lock, fence, wake, stock, queue,
  * handoff} and ARGV = {token, ttl, ...}, runs atomically, in one round
@@ -25,7 +31,6 @@
  * the token. The Lua is kept as written, one statement a line, not as
  * clang-format would fold it. */
 /* clang-format off */
-#define WAIT_SLICE_MS_TEXT "250"
 /* Shared by acquire and release: hands the free lock to the oldest queued
  * buyer still waiting (queued:{token} alive), with a "go" in its reply list
  * and handoff = its token for a slice, so that nobody else takes the lock
@@ -40,7 +45,7 @@
     "    if redis.call('DEL', 'queued:' .. t) == 1 then " \
     "      redis.call('RPUSH', 'reply:' .. t, 'go') " \
     "      redis.call('PEXPIRE', 'reply:' .. t, keep) " \
-    "      redis.call('SET', KEYS[6], t, 'PX', " WAIT_SLICE_MS_TEXT ") " \
+    "      redis.call('SET', KEYS[6], t, 'PX', " STRINGIFY(WAIT_SLICE_MS) ") " \
     "      return true " \
     "    end " \
     "  end " \
@@ -182,18 +187,6 @@ static const char *const script_source[SCRIPT_COUNT] = {
 };
 /* clang-format on */
 
-static void set_err(struct lock_client *lc, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void set_err(struct lock_client *lc, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(lc->err, sizeof lc->err, fmt, ap);
-    va_end(ap);
-    lc->errors++;
-}
-
 static int fill_random(void *buf, size_t len)
 {
     unsigned char *p = buf;
@@ -219,308 +212,6 @@ static int new_token(char out[33])
     return 0;
 }
 
-/* Closes a connection we gave up on, abortively: SO_LINGER with a zero
- * timeout makes close() discard whatever is still in the socket's send queue
- * and reset the connection, instead of the kernel resending it until it is
- * acknowledged. Across a network partition a plain close() let a timed-out
- * "SET lock:product:3 ... NX PX 5000" reach Redis seconds later, after this
- * worker's release of that very lock (on a new connection) had run. On a
- * direct connection, discarded, the command either had reached Redis when
- * we gave up, and runs before anything Redis reads from a later connection
- * (which it must accept first), or never runs. (A unix socket has no send
- * queue of its own: what was written is already Redis's.) A relay in
- * between (spiped, stunnel, socat, a proxy) has read the command already,
- * and no reset of ours reaches what it holds: release_left_over covers
- * that case, and this one too; the reset only makes a late command rarer.
- * A failure here is logged, not fatal. */
-static void abort_connection(redisContext *c)
-{
-    struct linger hard = {.l_onoff = 1, .l_linger = 0};
-    if (c->fd >= 0 && setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &hard, sizeof hard) < 0)
-        log_info("redis: cannot make the close abortive (SO_LINGER): %s", strerror(errno));
-}
-
-/* Drops the context after a failure (a timeout, a connection error, a
- * protocol error): hiredis says it cannot be used again, and whatever it
- * had not got through must not arrive later. */
-static void drop(struct lock_client *lc)
-{
-    if (lc->redis != NULL) {
-        abort_connection(lc->redis);
-        redisFree(lc->redis);
-        lc->redis = NULL;
-    }
-}
-
-/* A primary that refuses writes for want of replicas (min-replicas-to-write:
- * none has acknowledged within min-replicas-max-lag) is cut off from them,
- * and likely from the sentinels that can fail it over: they may have
- * promoted a replica already. With sentinels, the connection is dropped, so
- * that the next call asks them again, and another sentinel is asked first:
- * the one that named this primary may be cut off with it, and would name it
- * again. The reply is still the caller's (the refused script wrote
- * nothing). Without sentinels there is no other primary to find, and the
- * connection is kept. */
-static void cut_off(struct lock_client *lc)
-{
-    int n = lc->cfg->sentinels.count;
-    if (n == 0)
-        return;
-    drop(lc);
-    lc->sentinel = (lc->sentinel + 1) % n;
-}
-
-/* Records why a reply was not the one expected. */
-static void reply_err(struct lock_client *lc, const char *what, const redisReply *r)
-{
-    set_err(lc, "redis %s: %s", what, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-}
-
-/* A command's reply, checked: on a connection error (r NULL) records why
- * and drops the context, which hiredis says cannot be used again. A reply of
- * type ERROR is returned as is (the connection is still fine), except
- * READONLY: the server is a replica now, and the connection is dropped as if
- * lost; and NOREPLICAS with sentinels: see cut_off. */
-static redisReply *checked(struct lock_client *lc, redisReply *r)
-{
-    if (r == NULL) {
-        set_err(lc, "redis: %s", lc->redis->errstr[0] ? lc->redis->errstr : "connection lost");
-        drop(lc);
-    } else if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "READONLY") != NULL) {
-        /* The server became a replica (a failover): like a lost connection,
-         * so that the next call asks the sentinels again. */
-        set_err(lc, "redis: %s", r->str);
-        freeReplyObject(r);
-        drop(lc);
-        return NULL;
-    } else if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "NOREPLICAS ") != NULL) {
-        cut_off(lc);
-    }
-    return r;
-}
-
-static redisReply *vcommand(struct lock_client *lc, const char *fmt, va_list ap)
-{
-    lc->sent_ms = clock_ms();
-    return checked(lc, redisvCommand(lc->redis, fmt, ap));
-}
-
-static redisReply *command(struct lock_client *lc, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = vcommand(lc, fmt, ap);
-    va_end(ap);
-    return r;
-}
-
-/* Runs a set-up command that must answer +OK or, when out is given, a bulk
- * string that is copied there (SCRIPT LOAD's SHA1). */
-static int command_ok(struct lock_client *lc, char *out, size_t outlen, const char *what,
-                      const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = vcommand(lc, fmt, ap);
-    va_end(ap);
-    if (r == NULL)
-        return -1;
-    int ok = r->type == REDIS_REPLY_STATUS || (r->type == REDIS_REPLY_STRING && out != NULL);
-    if (!ok)
-        reply_err(lc, what, r);
-    else if (out != NULL)
-        snprintf(out, outlen, "%s", r->str);
-    freeReplyObject(r);
-    return ok ? 0 : -1;
-}
-
-/* AUTH to a sentinel that has a requirepass of its own (its answers name
- * the primary, so anyone who may ask may also be told a wrong one: a
- * sentinel on a shared network needs one). 0 when done or not needed; -1
- * with c->errstr set, so the caller reports it like any failed call. */
-static int sentinel_auth(const struct lock_client *lc, redisContext *c)
-{
-    const struct redis_sentinels *s = &lc->cfg->sentinels;
-    if (s->password[0] == '\0')
-        return 0;
-    redisReply *r = redisCommand(c, "AUTH %s", s->password);
-    int ok = r != NULL && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0;
-    if (!ok && r != NULL)
-        snprintf(c->errstr, sizeof c->errstr, "AUTH: %s",
-                 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-    if (r != NULL)
-        freeReplyObject(r);
-    return ok ? 0 : -1;
-}
-
-/* Asks one sentinel for the primary's address: 0 with host and port, or -1
- * (lc->err says why). */
-static int ask_sentinel(struct lock_client *lc, int i, struct timeval tv, char *host, size_t cap,
-                        int *port)
-{
-    const struct redis_sentinels *s = &lc->cfg->sentinels;
-    redisContext *c = redisConnectWithTimeout(s->at[i].host, s->at[i].port, tv);
-    int rc = -1;
-    if (c == NULL) {
-        set_err(lc, "redis: out of memory");
-        return -1;
-    }
-    redisReply *r = NULL;
-    if (c->err || redisSetTimeout(c, tv) != REDIS_OK || sentinel_auth(lc, c) < 0 ||
-        (r = redisCommand(c, "SENTINEL get-master-addr-by-name %s", s->master)) == NULL) {
-        set_err(lc, "redis sentinel %s:%d: %s", s->at[i].host, s->at[i].port,
-                c->errstr[0] ? c->errstr : "no answer");
-    } else if (r->type == REDIS_REPLY_ERROR) {
-        set_err(lc, "redis sentinel %s:%d: %s", s->at[i].host, s->at[i].port, r->str);
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-               r->element[0]->type != REDIS_REPLY_STRING ||
-               r->element[1]->type != REDIS_REPLY_STRING) {
-        set_err(lc, "redis sentinel %s:%d: knows no primary named %s", s->at[i].host, s->at[i].port,
-                s->master);
-    } else {
-        char *end;
-        long p = strtol(r->element[1]->str, &end, 10);
-        if (*end != '\0' || p < 1 || p > 65535) {
-            set_err(lc, "redis sentinel %s:%d: bad port '%s'", s->at[i].host, s->at[i].port,
-                    r->element[1]->str);
-        } else {
-            snprintf(host, cap, "%s", r->element[0]->str);
-            *port = (int)p;
-            rc = 0;
-        }
-    }
-    if (r != NULL)
-        freeReplyObject(r);
-    redisFree(c);
-    return rc;
-}
-
-/* With sentinels, the server they named must say it is the primary (ROLE):
- * right after a failover a sentinel may still name the old one, now a
- * replica, which would refuse every lock with READONLY. */
-static int confirm_primary(struct lock_client *lc, const char *host, int port)
-{
-    if (lc->cfg->sentinels.count == 0)
-        return 0;
-    /* ROLE is in ACL category @dangerous: an ACL user needs +role. */
-    redisReply *r = command(lc, "ROLE");
-    if (r == NULL)
-        return -1;
-    int ok = r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
-             r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "master") == 0;
-    if (r->type == REDIS_REPLY_ERROR)
-        reply_err(lc, "ROLE", r);
-    else if (!ok)
-        set_err(lc, "redis: %s:%d, named by the sentinels, is not the primary", host, port);
-    freeReplyObject(r);
-    return ok ? 0 : -1;
-}
-
-/* Connects to the server at host:port (or REDIS_URL's unix socket, when host
- * is NULL) and makes it ready: timeouts, credentials, database, the primary's
- * ROLE with sentinels, the scripts. */
-static int connect_to(struct lock_client *lc, struct timeval tv, const char *host, int port)
-{
-    const struct redis_target *t = &lc->cfg->redis;
-    redisContext *c = host == NULL ? redisConnectUnixWithTimeout(t->path, tv)
-                                   : redisConnectWithTimeout(host, port, tv);
-    if (c == NULL) {
-        set_err(lc, "redis: out of memory");
-        return -1;
-    }
-    lc->redis = c;
-    if (c->err) {
-        if (host != NULL)
-            set_err(lc, "redis connect: %s:%d: %s", host, port, c->errstr);
-        else
-            set_err(lc, "redis connect: %s: %s", t->path, c->errstr);
-        goto fail;
-    }
-    /* The connect timeout does not bound commands: without this a Redis that
-     * accepts but never answers would hang the worker (hiredis #593). */
-    if (redisSetTimeout(c, tv) != REDIS_OK) {
-        set_err(lc, "redis: cannot set the command timeout: %s", c->errstr);
-        goto fail;
-    }
-    if (!t->path[0] && redisEnableKeepAlive(c) != REDIS_OK) {
-        set_err(lc, "redis: cannot enable keepalive: %s", c->errstr);
-        goto fail;
-    }
-    if (t->password[0] &&
-        (t->username[0] ? command_ok(lc, NULL, 0, "AUTH", "AUTH %s %s", t->username, t->password)
-                        : command_ok(lc, NULL, 0, "AUTH", "AUTH %s", t->password)) < 0)
-        goto fail;
-    if (t->db != 0 && command_ok(lc, NULL, 0, "SELECT", "SELECT %d", t->db) < 0)
-        goto fail;
-    if (confirm_primary(lc, host, port) < 0)
-        goto fail;
-    for (int s = 0; s < SCRIPT_COUNT; s++)
-        if (command_ok(lc, lc->sha[s], sizeof lc->sha[s], "SCRIPT LOAD", "SCRIPT LOAD %s",
-                       script_source[s]) < 0)
-            goto fail;
-    lc->connects++;
-    if (host == NULL)
-        log_info("redis connected: %s", t->path);
-    else
-        log_info("redis connected: %s:%d%s", host, port,
-                 lc->cfg->sentinels.count ? " (the primary, as the sentinels said)" : "");
-    return 0;
-fail:
-    drop(lc);
-    return -1;
-}
-
-/* With sentinels, the Redis Sentinel client protocol: ask them in turn, on
- * every new connection (so a failover is followed by the next reconnect),
- * for the primary, connect to it and confirm it; a sentinel that does not
- * answer, or names a server that is not the primary (a stale one, right
- * after a failover), is passed over for the next. The one that led to a
- * primary is asked first next time, so a dead sentinel costs a timeout once,
- * not on every reconnect. Without sentinels, REDIS_URL's server. */
-static int connect_redis(struct lock_client *lc)
-{
-    const struct redis_target *t = &lc->cfg->redis;
-    const struct redis_sentinels *s = &lc->cfg->sentinels;
-    int ms = lc->cfg->redis_timeout_ms;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    char host[256];
-    int port;
-
-    if (s->count == 0)
-        return connect_to(lc, tv, t->path[0] ? NULL : t->host, t->port);
-    for (int k = 0; k < s->count; k++) {
-        int i = (lc->sentinel + k) % s->count;
-        if (ask_sentinel(lc, i, tv, host, sizeof host, &port) == 0 &&
-            connect_to(lc, tv, host, port) == 0) {
-            lc->sentinel = i;
-            return 0;
-        }
-        /* The last failure is the caller's to report; one passed over is
-         * worth a line of its own (a dead or stale sentinel), once per
-         * reconnect. */
-        if (k < s->count - 1)
-            log_warn("%s; asking the next sentinel", lc->err);
-    }
-    return -1;
-}
-
-int lock_client_open(struct lock_client *lc, const struct config *cfg)
-{
-    memset(lc, 0, sizeof *lc);
-    lc->cfg = cfg;
-    return connect_redis(lc);
-}
-
-void lock_client_close(struct lock_client *lc)
-{
-    /* A clean close: nothing is pending on a connection that worked, and
-     * Redis should see a goodbye, not a reset. */
-    if (lc->redis != NULL) {
-        redisFree(lc->redis);
-        lc->redis = NULL;
-    }
-}
-
 /* The most ARGV a script takes: the release's four and its answers. */
 #define SCRIPT_ARGV_MAX (9 + LOCK_BATCH_MAX)
 
@@ -530,22 +221,12 @@ static redisReply *eval(struct lock_client *lc, enum lock_script s, const struct
                         const char *const *args, int nargs)
 {
     const char *argv[10 + SCRIPT_ARGV_MAX] = {
-        "EVALSHA",    lc->sha[s],    "6",           lk->key,         lk->fence_key,
+        NULL,         NULL,          "6",           lk->key,         lk->fence_key,
         lk->wake_key, lk->stock_key, lk->queue_key, lk->handoff_key, lk->token};
     int argc = 10;
     for (int i = 0; i < nargs && i < SCRIPT_ARGV_MAX - 1; i++)
         argv[argc++] = args[i];
-    lc->sent_ms = clock_ms();
-    redisReply *r = checked(lc, redisCommandArgv(lc->redis, argc, argv, NULL));
-    /* The script cache is empty after a Redis restart or SCRIPT FLUSH:
-     * EVAL runs the script and caches it again. */
-    if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
-        freeReplyObject(r);
-        argv[0] = "EVAL";
-        argv[1] = script_source[s];
-        r = checked(lc, redisCommandArgv(lc->redis, argc, argv, NULL));
-    }
-    return r;
+    return redis_eval(&lc->redis, s, argc, argv);
 }
 
 /* A script's answer: {status, value, strings...}. */
@@ -598,7 +279,7 @@ static int run_script(struct lock_client *lc, enum lock_script s, const struct l
             if (r->element[i]->type == REDIS_REPLY_STRING)
                 snprintf(out->strings[out->n++], LOCK_ENTRY_MAX, "%s", r->element[i]->str);
     } else {
-        reply_err(lc, what, r);
+        redis_reply_err(&lc->redis, what, r);
         if (r->type == REDIS_REPLY_ERROR && refused_unwritten(r))
             status = -2;
     }
@@ -648,12 +329,8 @@ static void remember(struct lock_client *lc, const struct lock *lk, int64_t sent
 
 /* Releases the lock a failed command may have left (lc->unreleased),
  * owner-checked, on every call that reaches Redis until a TTL has passed
- * since that command was sent; not just once. A failed release's lock has
- * expired by then. A timed-out SET may reach Redis after our first release
- * ran: behind a relay (spiped, stunnel, socat, a proxy) that read it before
- * its own link to Redis broke, no reset of ours can stop it, and it comes
- * when that link heals. Each call then finds it and gives it back, if it
- * came within the TTL; one that comes later still expires by its own TTL.
+ * since that command was sent; not just once, for a SET that arrives late
+ * behind a relay (lock.h). A failed release's lock has expired by then.
  * Finding the lock not ours is normal (not yet there, or never to be): it
  * is not logged. The cost is one more round trip per call, and only while
  * a record is pending: a TTL at most after a failure. After that the
@@ -680,112 +357,56 @@ static int release_left_over(struct lock_client *lc)
         return 0;
     default:
         /* -1 or -2: a lost connection or an answer that was not the script's
-         * (BUSY, OOM, a failed EVAL after NOSCRIPT; READONLY drops the connection:
-         * vcommand). Only a lost
+         * (BUSY, OOM, a failed EVAL after NOSCRIPT; READONLY drops the
+         * connection: redis.h). Only a lost
          * connection fails the caller's command too: on one that works,
          * failing every call for up to a TTL over one release would make
          * the record cost more than the lock it is there to give back. The
          * record stays, and the next call tries again. No caller reports
          * this failure (theirs may succeed), so it is logged here. */
-        if (lc->redis == NULL)
+        if (lc->redis.ctx == NULL)
             return -1;
-        log_warn("%s (left over: %s, tried again on the next call)", lc->err, u->key);
+        log_warn("%s (left over: %s, tried again on the next call)", lc->redis.err, u->key);
         return 0;
     }
 }
 
+_Static_assert(SCRIPT_COUNT <= REDIS_SCRIPTS_MAX, "the connection has room for every script");
+
+int lock_client_open(struct lock_client *lc, const struct config *cfg)
+{
+    memset(lc, 0, sizeof *lc);
+    lc->cfg = cfg;
+    return redis_open(&lc->redis, cfg, script_source, SCRIPT_COUNT);
+}
+
+void lock_client_close(struct lock_client *lc)
+{
+    redis_close(&lc->redis);
+}
+
 enum lock_status lock_ready(struct lock_client *lc)
 {
-    if (lc->redis != NULL) {
-        /* An idle connection has nothing to read. If it has, Redis closed it
-         * (restart, timeout, CLIENT KILL) or broke protocol: start afresh
-         * rather than fail the next command. */
-        struct pollfd pfd = {.fd = lc->redis->fd, .events = POLLIN};
-        if (poll(&pfd, 1, 0) > 0) {
-            log_info("redis connection closed by the server; reconnecting");
-            drop(lc);
-        }
-    }
-    /* A failure is only recorded (lc->err): the caller logs it, once. */
-    if (lc->redis == NULL && connect_redis(lc) < 0)
+    if (redis_ready(&lc->redis) < 0)
         return LOCK_UNAVAILABLE;
     return release_left_over(lc) < 0 ? LOCK_UNAVAILABLE : LOCK_OK;
 }
 
 /* Reconnects and runs the left-over release at once, after a command lost
- * with its connection. The caller reports that loss: lc->err keeps its text
- * (not "redis connect: ..." from a reconnect that failed too), and a
- * reconnect that failed counts no second failure in lc->errors, being the
- * same outage seen again. An error reply to the release, on a reconnect
+ * with its connection. The caller reports that loss: lc->redis.err keeps its
+ * text (not "redis connect: ..." from a reconnect that failed too), and a
+ * reconnect that failed counts no second failure in lc->redis.errors, being
+ * the same outage seen again. An error reply to the release, on a reconnect
  * that worked, is a failure of its own: release_left_over logged it, and it
  * stays counted. */
 static void give_back_now(struct lock_client *lc)
 {
-    char err[sizeof lc->err];
-    unsigned long errors = lc->errors;
-    memcpy(err, lc->err, sizeof err);
+    char err[sizeof lc->redis.err];
+    unsigned long errors = lc->redis.errors;
+    memcpy(err, lc->redis.err, sizeof err);
     if (lock_ready(lc) != LOCK_OK)
-        lc->errors = errors;
-    memcpy(lc->err, err, sizeof err);
-}
-
-/* The longest single wait. A token can be lost: a waiter that took one may
- * die, or fail to reach Redis, before it acts on it. The other waiters then
- * notice the free lock within a slice, not at their deadline; a slice is
- * long enough that in a healthy queue it never runs out. */
-#define WAIT_SLICE_MS 250
-
-/* Redis times blocked clients out from its event loop, up to 1/hz (100 ms
- * by default) late: the socket timeout allows for that on top. */
-#define BLPOP_LATE_MS 200
-
-/* Waits up to ms for an item in list key, on a blocking BLPOP: the
- * holder's release leaves one there (a wake-up token, or a queued buyer's
- * answer), so a waiter costs Redis one command per release, instead of one
- * per poll, and learns of the release in one round trip. Whether an item
- * came or the wait ran out, the caller decides what next. Redis serves
- * blocked clients first come, first served, so waiters are woken in the
- * order they started waiting (a newcomer may still take a just-released
- * lock first). 1 if an item came (copied into item, if not NULL), 0 if none
- * did, -1 when Redis failed. */
-static int wait_item(struct lock_client *lc, const char *key, int64_t ms, char *item, size_t cap)
-{
-    int64_t limit_ms = ms + lc->cfg->redis_timeout_ms + BLPOP_LATE_MS;
-    struct timeval wait = {limit_ms / 1000, (limit_ms % 1000) * 1000};
-    struct timeval normal = {lc->cfg->redis_timeout_ms / 1000,
-                             (lc->cfg->redis_timeout_ms % 1000) * 1000};
-    /* Redis 7.0 turns the timeout into milliseconds by truncating
-     * seconds * 1000.0, and 0.001 * 1000.0 is 0.999...: 0, "block forever".
-     * Half a millisecond more makes every value come out as asked. */
-    char secs[32];
-    snprintf(secs, sizeof secs, "%lld.%03lld5", (long long)(ms / 1000), (long long)(ms % 1000));
-    if (redisSetTimeout(lc->redis, wait) != REDIS_OK) {
-        set_err(lc, "redis: cannot set the wait timeout: %s", lc->redis->errstr);
-        drop(lc);
-        return -1;
-    }
-    redisReply *r = command(lc, "BLPOP %s %s", key, secs);
-    if (r == NULL)
-        return -1;
-    int rc = r->type == REDIS_REPLY_ARRAY;
-    if (rc && (r->elements != 2 || r->element[1]->type != REDIS_REPLY_STRING)) {
-        reply_err(lc, "BLPOP", r);
-        rc = -1;
-    } else if (rc && item != NULL) {
-        snprintf(item, cap, "%s", r->element[1]->str);
-    } else if (!rc && r->type != REDIS_REPLY_NIL) {
-        reply_err(lc, "BLPOP", r);
-        rc = -1;
-    }
-    freeReplyObject(r);
-    if (lc->redis == NULL) /* BLPOP writes: a NOREPLICAS dropped it (cut_off) */
-        return -1;
-    if (redisSetTimeout(lc->redis, normal) != REDIS_OK) {
-        set_err(lc, "redis: cannot restore the command timeout: %s", lc->redis->errstr);
-        drop(lc);
-        return -1;
-    }
-    return rc;
+        lc->redis.errors = errors;
+    memcpy(lc->redis.err, err, sizeof err);
 }
 
 /* One acquire attempt's arguments, kept across the attempts of one call. */
@@ -859,8 +480,8 @@ static enum lock_status attempt_failed(struct lock_client *lc, struct lock *lk,
     /* An error reply too: the script may have failed after its SET. */
     int acquire_sent = loss == ACQUIRE_UNKNOWN;
     if (acquire_sent)
-        remember(lc, lk, lc->sent_ms);
-    if (acquire_sent && lc->redis == NULL)
+        remember(lc, lk, lc->redis.sent_ms);
+    if (acquire_sent && lc->redis.ctx == NULL)
         give_back_now(lc);
     return LOCK_UNAVAILABLE;
 }
@@ -881,7 +502,7 @@ enum lock_status lock_acquire(struct lock_client *lc, int32_t product, int32_t w
         q->answer[0] = '\0';
     }
     if (new_token(lk->token) < 0) {
-        set_err(lc, "getrandom: %s", strerror(errno));
+        redis_set_err(&lc->redis, "getrandom: %s", strerror(errno));
         return LOCK_UNAVAILABLE;
     }
     if (lock_ready(lc) != LOCK_OK)
@@ -946,11 +567,11 @@ enum lock_status lock_acquire(struct lock_client *lc, int32_t product, int32_t w
         ms = ms < WAIT_SLICE_MS ? ms : WAIT_SLICE_MS;
         int got;
         if (a.mode[0] == 'n') {
-            got = wait_item(lc, lk->wake_key, ms, NULL, 0);
+            got = redis_wait_item(&lc->redis, lk->wake_key, ms, NULL, 0);
             snprintf(a.woken, sizeof a.woken, "%d", got > 0);
         } else {
             char answer[LOCK_ANSWER_MAX];
-            got = wait_item(lc, a.reply_key, ms, answer, sizeof answer);
+            got = redis_wait_item(&lc->redis, a.reply_key, ms, answer, sizeof answer);
             if (got > 0 && !try_again(q, &a, answer))
                 return LOCK_ANSWERED;
         }
@@ -970,24 +591,10 @@ enum lock_status lock_release(struct lock_client *lc, const struct lock *lk, int
     }
     int rc = run_release(lc, lk, stock_seen, answers, n);
     if (rc < 0) {
-        remember(lc, lk, lc->sent_ms);
+        remember(lc, lk, lc->redis.sent_ms);
         return LOCK_UNAVAILABLE;
     }
     return rc == 1 ? LOCK_OK : LOCK_LOST;
-}
-
-enum lock_status lock_ping(struct lock_client *lc)
-{
-    if (lock_ready(lc) != LOCK_OK)
-        return LOCK_UNAVAILABLE;
-    redisReply *r = command(lc, "PING");
-    if (r == NULL)
-        return LOCK_UNAVAILABLE;
-    int ok = r->type == REDIS_REPLY_STATUS;
-    if (!ok)
-        reply_err(lc, "PING", r);
-    freeReplyObject(r);
-    return ok ? LOCK_OK : LOCK_UNAVAILABLE;
 }
 
 enum lock_status lock_refence(struct lock_client *lc, struct lock *lk, int64_t floor)
@@ -1019,7 +626,7 @@ enum lock_status lock_owned(struct lock_client *lc, const struct lock *lk)
 {
     if (lock_ready(lc) != LOCK_OK)
         return LOCK_UNAVAILABLE;
-    redisReply *r = command(lc, "GET %s", lk->key);
+    redisReply *r = redis_command(&lc->redis, "GET %s", lk->key);
     if (r == NULL)
         return LOCK_UNAVAILABLE;
     enum lock_status st = LOCK_UNAVAILABLE;
@@ -1028,7 +635,7 @@ enum lock_status lock_owned(struct lock_client *lc, const struct lock *lk)
     else if (r->type == REDIS_REPLY_NIL)
         st = LOCK_LOST;
     else
-        reply_err(lc, "GET", r);
+        redis_reply_err(&lc->redis, "GET", r);
     freeReplyObject(r);
     return st;
 }

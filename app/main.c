@@ -177,7 +177,7 @@ static int check_config(const struct config *cfg)
     if (pg < 0)
         fprintf(stderr, "stock-fcgi: %s\n", st.pg.err);
     if (redis < 0)
-        fprintf(stderr, "stock-fcgi: %s\n", lc.err);
+        fprintf(stderr, "stock-fcgi: %s\n", lc.redis.err);
     store_close(&st);
     lock_client_close(&lc);
     if (pg < 0 || redis < 0)

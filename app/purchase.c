@@ -101,7 +101,7 @@ static enum store_status new_epoch(struct worker *w, struct lock *lk, struct pur
     if (ls == LOCK_LOST)
         return STORE_FENCED; /* we are the stale holder the fence is for */
     if (ls != LOCK_OK) {
-        log_warn("%s", w->lock.err);
+        log_warn("%s", w->lock.redis.err);
         return STORE_UNAVAILABLE;
     }
     log_msg(level, "product %d: new fence epoch (%s), fence %lld", (int)p->product, cause,
@@ -127,7 +127,7 @@ static enum store_status reseed(struct worker *w, struct lock *lk, struct purcha
     case LOCK_LOST:
         return STORE_FENCED;
     default:
-        log_warn("%s", w->lock.err);
+        log_warn("%s", w->lock.redis.err);
         return STORE_UNAVAILABLE;
     }
 }
@@ -216,7 +216,7 @@ static int answer_queued(struct worker *w, const struct purchase *p, const struc
             break; /* its COMMIT went unanswered: PostgreSQL knows */
         }
     } else if (ls == LOCK_UNAVAILABLE) {
-        log_warn("%s", w->lock.err);
+        log_warn("%s", w->lock.redis.err);
     }
     switch (close_token(w, p, lk->token, &o)) {
     case STORE_OK:
@@ -259,7 +259,7 @@ static enum lock_status take_lock(struct worker *w, const struct purchase *p, st
         case LOCK_UNAVAILABLE:
             if (q->queued)
                 break;
-            log_warn("%s", w->lock.err);
+            log_warn("%s", w->lock.redis.err);
             response_problem(res, PROBLEM_SERVICE_UNAVAILABLE, NULL);
             return ls;
         default:
@@ -384,7 +384,8 @@ void purchase_handle(struct worker *w, struct http_request *req, int32_t product
                  (int)product);
         break;
     default:
-        log_warn("product %d: lock not released, it expires by TTL: %s", (int)product, w->lock.err);
+        log_warn("product %d: lock not released, it expires by TTL: %s", (int)product,
+                 w->lock.redis.err);
         break;
     }
     w->trace.lock_hold_us = clock_us() - granted;

@@ -4,6 +4,7 @@
 
 #include "log.h"
 #include "purchase.h"
+#include "redis.h"
 #include "request.h"
 #include "route.h"
 #include "worker.h"
@@ -83,9 +84,9 @@ static void record(struct worker *w, enum route route, const struct response *re
     if (t->tx_us >= 0)
         metrics_observe(&d->hist[HIST_PG_TX], t->tx_us);
     /* A worker's first connection is not a reconnect. */
-    unsigned long redis_re = w->lock.connects > 0 ? w->lock.connects - 1 : 0;
+    unsigned long redis_re = w->lock.redis.connects > 0 ? w->lock.redis.connects - 1 : 0;
     unsigned long pg_re = w->store.pg.connects > 0 ? w->store.pg.connects - 1 : 0;
-    add_growth(&d->counter[M_REDIS_ERRORS], w->lock.errors, &w->redis_errors);
+    add_growth(&d->counter[M_REDIS_ERRORS], w->lock.redis.errors, &w->redis_errors);
     add_growth(&d->counter[M_REDIS_RECONNECTS], redis_re, &w->redis_connects);
     add_growth(&d->counter[M_PG_ERRORS], w->store.pg.errors, &w->pg_errors);
     add_growth(&d->counter[M_PG_RECONNECTS], pg_re, &w->pg_connects);
@@ -95,11 +96,11 @@ static void record(struct worker *w, enum route route, const struct response *re
 static void health_handle(struct worker *w, struct response *res)
 {
     int pg = store_ping(&w->store) == STORE_OK;
-    int redis = lock_ping(&w->lock) == LOCK_OK;
+    int redis = lock_ready(&w->lock) == LOCK_OK && redis_ping(&w->lock.redis) == 0;
     if (!pg)
         log_warn("healthz: %s", w->store.pg.err);
     if (!redis)
-        log_warn("healthz: %s", w->lock.err);
+        log_warn("healthz: %s", w->lock.redis.err);
     response_health(res, pg, redis);
 }
 

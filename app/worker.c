@@ -15,7 +15,7 @@ int worker_open(struct worker *w, const struct config *cfg, const char *metrics_
         log_warn("%s; this worker's /metrics counts only its own requests", err);
     metrics_add(&w->metrics.data->counter[M_WORKERS_STARTED], 1);
     if (lock_client_open(&w->lock, cfg) < 0)
-        log_warn("%s (will retry on the next request)", w->lock.err);
+        log_warn("%s (will retry on the next request)", w->lock.redis.err);
     if (store_open(&w->store, cfg) < 0)
         log_warn("%s (will retry on the next request)", w->store.pg.err);
     return 0;

@@ -48,10 +48,10 @@
  *            the lock or PostgreSQL. A sold-out product costs Redis one
  *            command per buyer, and PostgreSQL one per STOCK_HINT_MS.
  *
- * Scripts run with EVALSHA, falling back to EVAL when Redis lost its script
- * cache. One hiredis connection per worker process. Every command is bounded
- * by REDIS_TIMEOUT_MS; after any connection error the context is dropped and
- * the next call reconnects, so a Redis restart needs no worker restart.
+ * The scripts and their arguments are lock.c's; the connection that runs
+ * them is redis.h's: one per worker process, every command bounded by
+ * REDIS_TIMEOUT_MS, dropped after any connection error and made again by the
+ * next call, so a Redis restart needs no worker restart.
  *
  * A lock a failed command may have left is given back: a lock whose release
  * failed, or whose acquire was lost with its connection (applied, or still to
@@ -86,25 +86,28 @@
  * the fences and PostgreSQL keep the stock right (store.h). (Making a late
  * acquire harmless at Redis itself is in README.md, "Not yet".)
  *
- * Calls record why they failed in lc->err and do not log it: their caller
+ * Calls record why they failed in lc->redis.err and do not log it: their caller
  * does, once. */
 #ifndef STOCK_LOCK_H
 #define STOCK_LOCK_H
 
 #include <stdint.h>
 
+#include "redis.h"
+#include "stringify.h"
+
 struct config;
-struct redisContext;
 
 /* How long the stock a purchase saw is trusted without asking PostgreSQL:
  * a restock shows after at most this long. */
 #define STOCK_HINT_MS      1000
-#define STOCK_HINT_MS_TEXT "1000"
+#define STOCK_HINT_MS_TEXT STRINGIFY(STOCK_HINT_MS)
 
 /* How long a product's fence counter outlives its last grant: a day. A
  * counter that expired costs its next purchase one more round trip to each
  * of PostgreSQL and Redis (a new epoch). */
-#define FENCE_TTL_MS_TEXT "86400000"
+#define FENCE_TTL_MS      86400000
+#define FENCE_TTL_MS_TEXT STRINGIFY(FENCE_TTL_MS)
 
 /* lock_release's stock_seen: none to leave; no such product. */
 #define LOCK_STOCK_NONE       (-1)
@@ -156,18 +159,14 @@ struct lock {
 
 enum lock_script { SCRIPT_ACQUIRE, SCRIPT_RELEASE, SCRIPT_REFENCE, SCRIPT_COUNT };
 
+/* The lock's client: its Redis connection, which carries the lock's scripts
+ * and keeps why a call failed (redis.err), and the lock it may have left. */
 struct lock_client {
     const struct config *cfg;
-    struct redisContext *redis;
-    char sha[SCRIPT_COUNT][41]; /* SHA1 of each script on this server */
+    struct redis_conn redis;
     /* The last lock we may hold but could not release, key empty if none;
      * its started_ms is when the command that failed was sent. */
     struct lock unreleased;
-    int64_t sent_ms; /* CLOCK_MONOTONIC when the last command was sent */
-    char err[256];
-    unsigned long errors;   /* failures recorded in err, for the metrics */
-    unsigned long connects; /* connections made, for the metrics */
-    int sentinel;           /* the sentinel to ask first: the last that led to a primary */
 };
 
 /* Connects. Returns 0, or -1 if Redis is not reachable yet: the client stays
@@ -222,8 +221,5 @@ int lock_valid(const struct lock_client *lc, const struct lock *lk, int reserve_
  * answers are not delivered: their buyers ask PostgreSQL). */
 enum lock_status lock_release(struct lock_client *lc, const struct lock *lk, int64_t stock_seen,
                               const char (*answers)[LOCK_ANSWER_MAX], int n);
-
-/* One round trip (PING). Returns LOCK_OK or LOCK_UNAVAILABLE. */
-enum lock_status lock_ping(struct lock_client *lc);
 
 #endif
