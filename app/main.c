@@ -102,7 +102,7 @@ static void usage(FILE *out)
           "  --check-config  validate the environment, connect to PostgreSQL and Redis,\n"
           "                  and exit 0 if all is well (non-zero with the reason if not)\n"
           "\n"
-          "Settings, from the environment (see README.md):\n",
+          "Settings, from the environment (see nginx/README.md, Configuration):\n",
           out);
     config_usage(out);
 }
