@@ -12,22 +12,24 @@
 #include "store.h"
 #include "stringify.h"
 
-/* How long a batch waits for a key whose first request holds it elsewhere
- * before it leaves that purchase out (sql_claim_batch), twice (the set-based
- * claim, then the key's own): the whole batch, and its product, waits. At 10
- * ms, 40 keys in flight retried 4 times a second took 25 % off a hot sale of
- * 4,000/s (make bench, "poisoned"). A retry that races its first request's
- * COMMIT is answered request_in_progress, as two requests with one key at
- * once may be, and its next retry replays. */
+/* How long a purchase's claim waits for a key whose first request holds it
+ * elsewhere before it answers request_in_progress (store_buy), or a batch
+ * before it leaves that purchase out (sql_claim_batch, twice: the set-based
+ * claim, then the key's own). The purchase holds its product's lock while it
+ * waits, so every buyer behind it waits too: at 10 ms for batches and a
+ * lock_timeout for one purchase, 40 keys in flight retried 4 times a second
+ * took 25 % off a hot sale of 4,000/s (make bench, "poisoned"). A retry that
+ * races its first request's COMMIT is answered request_in_progress, as two
+ * requests with one key at once may be, and its next retry replays. */
 #define KEY_WAIT_MS      2
 #define KEY_WAIT_MS_TEXT STRINGIFY(KEY_WAIT_MS)
 
 /* An idempotency key is claimed first, in its own statement of the
  * purchase's transaction: a key used before fails it (unique violation),
  * and a key whose first request is still running makes it wait (KEY_WAIT_MS
- * at most, store_buy), so either is told apart from anything the purchase
- * itself runs into. The claim's
- * status 0 is never committed: the outcome replaces it before COMMIT. */
+ * at most), so either is told apart from anything the purchase itself runs
+ * into. The claim's status 0 is never committed: the outcome replaces it
+ * before COMMIT. */
 static const char sql_claim[] = "INSERT INTO idempotency_keys (key, product_id, amount, status)"
                                 " VALUES ($1, $2, $3, 0)";
 
