@@ -67,28 +67,15 @@ replay() {
 # their first requests would, and holds them until release_keys: keys in
 # flight elsewhere.
 hold_keys() {
-    local product=$1 k
+    local product=$1 k inserts=
     shift
-    {
-        echo "BEGIN;"
-        for k in "$@"; do
-            echo "INSERT INTO idempotency_keys (key, product_id, amount, status)
-                  VALUES (\$k\$$k\$k\$, $product, 1, 0);"
-        done
-        echo "SELECT pg_sleep(60);"
-    } | psql -X -q "$(conninfo application_name=key-holder)" >/dev/null 2>&1 &
-    KEY_HOLDER=$!
-    for ((i = 0; i < 200; i++)); do
-        [[ -n $(sql "SELECT pid FROM pg_stat_activity WHERE application_name = 'key-holder'
-                     AND query LIKE '%pg_sleep%'") ]] && return 0
-        sleep 0.05
+    for k in "$@"; do
+        inserts+="INSERT INTO idempotency_keys (key, product_id, amount, status)
+                  VALUES (\$k\$$k\$k\$, $product, 1, 0);"$'\n'
     done
+    hold key-holder "$inserts"
 }
-release_keys() {
-    sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE application_name = 'key-holder'" >/dev/null
-    wait "$KEY_HOLDER"
-}
+release_keys() { release key-holder; }
 
 P=$(new_product "Combined flash sale" 150)
 rush "$P" 400

@@ -191,22 +191,27 @@ fcgi_buy() {
         ${2:+HTTP_IDEMPOTENCY_KEY="$2"}
 }
 
-# hold_row ID: a transaction in psql locks the product's row, so a purchase
-# of it waits inside PostgreSQL, provably in flight, until release_row.
-hold_row() {
-    psql -X -q "$(conninfo application_name=row-holder)" -c "BEGIN; SELECT 1 FROM products WHERE id = $1 FOR UPDATE; SELECT pg_sleep(60)" \
-        >/dev/null 2>&1 &
+# hold NAME SQL: a psql session named NAME runs SQL in a transaction it
+# keeps open until release NAME; returns once the session holds what SQL
+# took (10 s at most).
+hold() {
+    { echo "BEGIN;"; printf '%s\n' "$2"; echo "SELECT pg_sleep(60);"; } |
+        psql -X -q "$(conninfo "application_name=$1")" >/dev/null 2>&1 &
     for ((i = 0; i < 200; i++)); do
-        [[ -n $(sql "SELECT pid FROM pg_stat_activity WHERE application_name = 'row-holder'
+        [[ -n $(sql "SELECT pid FROM pg_stat_activity WHERE application_name = '$1'
                      AND query LIKE '%pg_sleep%'") ]] && return 0
         sleep 0.05
     done
 }
-
-release_row() {
-    sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE application_name = 'row-holder'" >/dev/null
+release() {
+    sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '$1'" \
+        >/dev/null
 }
+
+# hold_row ID: a transaction in psql locks the product's row, so a purchase
+# of it waits inside PostgreSQL, provably in flight, until release_row.
+hold_row() { hold row-holder "SELECT 1 FROM products WHERE id = $1 FOR UPDATE;"; }
+release_row() { release row-holder; }
 
 # waiting_purchase: prints the backend pid of a responder whose statement
 # waits for a row lock (empty if none shows up within 10 s).
